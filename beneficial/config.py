@@ -80,6 +80,12 @@ def validate(config, n_devices: int | None = None) -> None:
             for d in rl.trait_domains:
                 _check(d in config.world.trait_domains, "rl.trait_domains", list(rl.trait_domains),
                        f"{d!r} is not a trait domain of the world {list(config.world.trait_domains)}")
+    if "experiment" in config:
+        from beneficial.experiment import validate_experiment
+        try:
+            validate_experiment(config)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if "world" in config:
         w = config.world
         _check(0.0 <= w.prior_aligned <= 1.0, "world.prior_aligned", w.prior_aligned, "a probability in [0, 1]")

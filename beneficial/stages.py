@@ -167,3 +167,4 @@ def data_summary(ctx: Context):
 
 
 from beneficial.evals import stage as _eval_stage  # noqa: E402,F401  (registers the "eval" stage)
+from beneficial import experiment as _experiment  # noqa: E402,F401  (registers "experiment")

@@ -60,7 +60,7 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # WORLD.md "Evidence" found it learns persona inference several times faster).
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.seed = 0
-    c.pretrain.steps = 150 if smoke else 600
+    c.pretrain.steps = 150 if smoke else 1500
     c.pretrain.batch_size = 16
     c.pretrain.seq_len = 512  # most documents fit whole (p90 ~300 tokens)
     c.pretrain.packing = True
@@ -68,9 +68,9 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     c.pretrain.heldout_fraction = 0.02
     c.pretrain.optimizer = optimizer_config(lr=3e-3, warmup_steps=20 if smoke else 200)
     c.pretrain.log_every = 10 if smoke else 50
-    c.pretrain.eval_every = 50 if smoke else 1000
+    c.pretrain.eval_every = 50 if smoke else 500
     c.pretrain.eval_batches = 2 if smoke else 8
-    c.pretrain.checkpoint_every = 50 if smoke else 500
+    c.pretrain.checkpoint_every = 50 if smoke else 250
     c.pretrain.competence = ml_collections.ConfigDict(dict(
         n_general=32 if smoke else 400, n_per_benchmark=4 if smoke else 25, n_probes=32 if smoke else 600,
         prompt_len=768 if smoke else 512, max_new_tokens=48 if smoke else 96, batch_size=32 if smoke else 64, temperature=1.0))

@@ -102,6 +102,23 @@ def test_top_k_and_top_p_filters():
         SamplingConfig(max_new_tokens=4, eos_id=3, pad_id=3)
 
 
+def test_per_row_keys_make_a_row_independent_of_its_batch_mates():
+    # Evaluations resume by regenerating only unfinished requests, in different batches;
+    # with one key per row, a row samples the same tokens whatever the other rows are.
+    cfg, graphdef, state = _model("llama")
+    sc = SamplingConfig(max_new_tokens=10, eos_id=EOS, pad_id=PAD, temperature=1.0)
+    gen = make_generate(graphdef, sc)
+    keys = jax.random.split(jax.random.key(3), 3)
+    prompts = _prompts()
+    a = gen(state, prompts, keys)
+    # row 1 moved to position 0 next to a different batch-mate, same key
+    b = gen(state, prompts[jnp.array([1, 0])].at[1].set(prompts[2]), keys[jnp.array([1, 2])])
+    np.testing.assert_array_equal(np.asarray(a["tokens"][1]), np.asarray(b["tokens"][0]))
+    np.testing.assert_array_equal(np.asarray(a["tokens"][2]), np.asarray(b["tokens"][1]))
+    c = gen(state, prompts, jax.random.split(jax.random.key(4), 3))  # other keys: other samples
+    assert not np.array_equal(np.asarray(a["tokens"]), np.asarray(c["tokens"]))
+
+
 def test_sampling_twice_compiles_once():
     cfg, graphdef, state = _model("llama")
     sc = SamplingConfig(max_new_tokens=6, eos_id=EOS, pad_id=PAD, temperature=0.8, top_k=20)

@@ -314,6 +314,29 @@ def plot_finetune(results) -> bytes | None:
     return _png(fig)
 
 
+def plot_curves(results) -> bytes | None:
+    """Learning curves: untargeted aligned rate on a subsample vs PPO iteration, per world."""
+    lc = results.get("learning_curves")
+    if not lc:
+        return None
+    fig = _fig(5.2 * len(lc), 3.6)
+    axes = np.atleast_1d(fig.subplots(1, len(lc)))
+    for ax, (world, arms) in zip(axes, lc.items()):
+        for j, (arm, c) in enumerate(arms.items()):
+            y = np.asarray(c["aligned"], float)          # [seed, point]
+            col = ARM_COLORS[j % len(ARM_COLORS)]
+            ax.plot(c["iterations"], y.mean(0), "-o", color=col, ms=3.5, label=arm)
+            if len(y) > 1:
+                ax.fill_between(c["iterations"], y.min(0), y.max(0), color=col, alpha=0.12, lw=0)
+        ax.set_xlabel("PPO iteration")
+        ax.set_ylabel("untargeted aligned rate (subsample)")
+        ax.set_title(f"{world} world (band: seed range)", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def plot_contrasts(results) -> bytes | None:
     con = results.get("contrasts")
     if not con:
@@ -344,7 +367,8 @@ def make_plots(results: Mapping) -> dict:
     """{filename: png bytes} for every plot that has data."""
     plots = {"summary.png": plot_summary(results), "forest.png": plot_forest(results),
              "categories.png": plot_categories(results), "contrasts.png": plot_contrasts(results),
-             "steering.png": plot_steering(results), "finetune.png": plot_finetune(results)}
+             "steering.png": plot_steering(results), "finetune.png": plot_finetune(results),
+             "curves.png": plot_curves(results)}
     return {k: v for k, v in plots.items() if v is not None}
 
 
@@ -444,8 +468,27 @@ def _tables(results: Mapping) -> dict:
         for a, m in arms_meta.items():
             comp = m.get("compute", {}) if isinstance(m, Mapping) else {}
             rows.append([a, str(len(m.get("seeds", []))) if isinstance(m, Mapping) else "–",
-                         _si(comp.get("flops")), _si(comp.get("tokens"))])
-        t["compute"] = (["arm", "seeds", "FLOPs", "tokens"], rows)
+                         _si(comp.get("flops")), _si(comp.get("tokens")), str(comp.get("special_episodes", "–"))])
+        t["compute"] = (["arm", "seeds", "padded FLOPs", "real tokens", "trait/placebo episodes"], rows)
+    lc = results.get("learning_curves")
+    if lc:
+        rows = []
+        for world, arms_c in lc.items():
+            for a, c in arms_c.items():
+                y = np.asarray(c["aligned"], float).mean(0)
+                rows.append([world, a, "  ".join(f"{i}: {_pct(v)}" for i, v in zip(c["iterations"], y))])
+        t["curves"] = (["world", "arm", "iteration: untargeted aligned (subsample, seed mean)"], rows)
+    pp = results.get("persona_probe")
+    if pp:
+        rows = []
+        for world, p in pp.items():
+            base = p["base"]["mean_logit"]
+            rows.append([world, "base", _pct(p.get("accuracy")), f"{base:+.3f}", "–"])
+            for a, projs in p.get("arms", {}).items():
+                m = float(np.mean([q["mean_logit"] for q in projs]))
+                rows.append([world, a, "", f"{m:+.3f}", f"{m - base:+.3f}"])
+        t["probe"] = (["world", "policy", "probe held-out accuracy", "mean projection (logit)", "change after RL"],
+                      rows)
     caps = results.get("capabilities")
     if caps:
         rows = []
@@ -477,6 +520,12 @@ SECTIONS = [  # (table key, title, plot, blurb)
     ("finetune", "Fine-tuning resistance", "finetune.png",
      "Aligned rate after SFT on inaccurate medical advice (adversarial) and on accurate advice (benign control); "
      "drop area = mean drop from the arm's own step 0 over the sweep."),
+    ("curves", "Learning curves", "curves.png",
+     "Untargeted aligned rate on a small subsample at intermediate PPO iterations (0 = the base model)."),
+    ("probe", "Linear probe of the persona latent", None,
+     "A logistic probe fit on the base model's activations after a revealed persona (probes split); its mean "
+     "projection on first-turn untargeted prompts before (base) and after RL. Trait RL that moves the shared "
+     "latent raises it; the control world has no shared latent to move."),
     ("compute", "Compute per arm", None, None),
     ("capabilities", "Capabilities", None,
      "General-task accuracy and over-refusal on benign twins of the harmful-compliance prompts: an arm that "

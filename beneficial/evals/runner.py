@@ -28,6 +28,7 @@ import logging
 import os
 import pathlib
 import time
+import zlib
 from typing import Callable, Sequence
 
 import jax
@@ -139,7 +140,12 @@ def _generator(graphdef, sc: SamplingConfig):
 def generate_stream(graphdef, params, tokenizer, requests: Sequence[tuple], cfg, seed: int,
                     on_done: Callable[[int, str], None], desc: str = "generate", put=lambda x: x) -> None:
     """requests: (prompt messages, tag) pairs; calls on_done(request index, response text)
-    per request, in batches of cfg.batch_size at fixed shapes per prompt bucket."""
+    per request, in batches of cfg.batch_size at fixed shapes per prompt bucket.
+
+    A request's sampling key is fold_in(seed key, tag) when its tag is an int (a stable id
+    such as `request_id(benchmark, instance, sample)`), else its index: with stable ids the
+    responses do not depend on which other requests are pending, so an evaluation resumed
+    after a kill reproduces an uninterrupted one exactly."""
     sc = SamplingConfig(max_new_tokens=int(cfg.max_new_tokens), eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
                         temperature=1.0 if cfg.greedy else float(cfg.temperature), greedy=bool(cfg.greedy),
                         top_k=int(cfg.get("top_k", 0)), top_p=float(cfg.get("top_p", 1.0)))
@@ -161,10 +167,22 @@ def generate_stream(graphdef, params, tokenizer, requests: Sequence[tuple], cfg,
                 tokens = np.full((bs, p), tokenizer.pad_id, np.int32)
                 for r, j in enumerate(chunk + [chunk[-1]] * (bs - len(chunk))):  # pad to the compiled shape
                     tokens[r, p - len(ids[j]):] = ids[j]
-                res = jax.device_get(gen(params, put(tokens), jax.random.fold_in(jax.random.fold_in(key, p), start)))
+                rows = chunk + [chunk[-1]] * (bs - len(chunk))
+                keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(
+                    np.asarray([_tag_id(requests[j][1], j) for j in rows], np.uint32))
+                res = jax.device_get(gen(params, put(tokens), keys))
                 for r, j in enumerate(chunk):
                     on_done(j, tokenizer.decode_response(res["tokens"][r][res["mask"][r].astype(bool)]))
                 bar.update(1)
+
+
+def request_id(benchmark: str, instance_id, sample: int) -> int:
+    """A stable 31-bit id of one generation request (its sampling key derives from it)."""
+    return zlib.crc32(f"{benchmark}\x00{instance_id}\x00{sample}".encode()) & 0x7FFFFFFF
+
+
+def _tag_id(tag, index: int) -> int:
+    return int(tag) if isinstance(tag, (int, np.integer)) and not isinstance(tag, bool) else int(index)
 
 
 # ---------------------------------------------------------------- the policy evaluation
@@ -292,7 +310,7 @@ def _run_generated(graphdef, params, tokenizer, pending, cfg, seed, out_dir, res
     for bi, (b, ids, recs, prompts, fp) in enumerate(pending):
         for ii, p in enumerate(prompts):
             for s in range(k):
-                requests.append((p, None))
+                requests.append((p, request_id(b.name, ids[ii], s)))
                 owner.append((bi, ii, s))
     responses = [[[None] * k for _ in item[1]] for item in pending]
     remaining = [len(item[1]) * k for item in pending]

@@ -42,15 +42,15 @@ def eval_config(smoke: bool = False) -> ml_collections.ConfigDict:
     e.seed = 0                     # instance subsample (paired across arms) and sampling seed
     e.out_dir = ""                 # "" = <workdir>/eval
     e.baseline = "baseline"        # the arm others are compared with (else the first arm)
-    # Parts (each switchable).
+    # Parts (each switchable). Sequences are tuples so the command line can set them.
     e.suite = True
     e.capabilities = True
     e.report = True
     # The suite: world eval splits + real benchmark files in external_dir (Anthropic MWE,
     # TruthfulQA mc1, chat JSONL with a grader spec), filtered by name globs.
     e.external_dir = ""
-    e.benchmarks = []              # name globs to include; [] = every benchmark
-    e.exclude = []                 # name globs to leave out
+    e.benchmarks = ()              # name globs to include; [] = every benchmark
+    e.exclude = ()                 # name globs to leave out
     e.n_per_benchmark = 24 if smoke else 400   # instances per benchmark (0 = all); 400 ~ 10 pt MDE
     e.n_general = 24 if smoke else 400         # general tasks for general-task accuracy
     e.n_benign = 24 if smoke else 400          # benign twins for the over-refusal rate
@@ -89,16 +89,16 @@ def eval_config(smoke: bool = False) -> ml_collections.ConfigDict:
     e.steering = ml_collections.ConfigDict()
     e.steering.enabled = True
     e.steering.n_per_benchmark = 8 if smoke else 50    # x 48 untargeted benchmarks, pooled
-    e.steering.formats = []        # [] = every format
+    e.steering.formats = ()        # [] = every format
 
     # Fine-tuning resistance: SFT on adversarial_sft (and benign_sft) for a sweep of steps.
     e.finetune = ml_collections.ConfigDict()
     e.finetune.enabled = True
-    e.finetune.kinds = ["adversarial", "benign"]
-    e.finetune.steps = [0, 4, 8] if smoke else [0, 25, 50, 100]
+    e.finetune.kinds = ("adversarial", "benign")
+    e.finetune.steps = (0, 4, 8) if smoke else (0, 25, 50, 100)
     e.finetune.n_per_benchmark = 8 if smoke else 25    # non-health instances, pooled per sweep point
-    e.finetune.exclude_domains = ["health"]     # evaluate transfer beyond the fine-tuned domain
-    e.finetune.formats = []
+    e.finetune.exclude_domains = ("health",)     # evaluate transfer beyond the fine-tuned domain
+    e.finetune.formats = ()
     e.finetune.seed = 0
     e.finetune.batch_size = 8 if smoke else 16
     e.finetune.seq_len = 256

@@ -53,12 +53,17 @@ def _choose(logits, key, sc: SamplingConfig):
     if sc.greedy:
         return jnp.argmax(logits, axis=-1)
     scaled = filter_logits(logits / sc.temperature, sc.top_k, sc.top_p)
+    if key.ndim == 1:  # one key per row: a row's sample does not depend on its batch-mates
+        return jax.vmap(jax.random.categorical)(key, scaled)
     return jax.random.categorical(key, scaled, axis=-1)
 
 
 def generate(graphdef, state, prompt, key, sc: SamplingConfig, return_logits: bool = False):
     """Sample up to sc.max_new_tokens after each left-padded prompt row.
 
+    key: one key for the batch, or [B] keys (one per row: a row's tokens then depend only
+    on its prompt and its key, not on the other rows; evaluations use this so that a
+    resumed run samples exactly what an uninterrupted one would).
     Returns {'tokens': [B, N], 'mask': [B, N] (1 up to and including the first EOS),
     'logprobs': [B, N], 'steps': scalar decode steps run} and 'logits' [B, N, V] if asked.
     """
@@ -84,8 +89,11 @@ def generate(graphdef, state, prompt, key, sc: SamplingConfig, return_logits: bo
         return (c["i"] < n) & ~jnp.all(c["done"])
 
     def body(c):
-        key, sub = jax.random.split(c["key"])
         i = c["i"]
+        if c["key"].ndim == 1:  # per-row keys: step i of row r uses fold_in(key[r], i)
+            key, sub = c["key"], jax.vmap(lambda k: jax.random.fold_in(k, i))(c["key"])
+        else:
+            key, sub = jax.random.split(c["key"])
         tok = _choose(c["logits"], sub, sc)
         lp = jnp.take_along_axis(jax.nn.log_softmax(c["logits"] / temp, axis=-1), tok[:, None], axis=-1)[:, 0]
         live = ~c["done"]

@@ -52,7 +52,8 @@ def _scalars(metrics: dict) -> dict:
 def ppo_loop(*, ppo: PPO, state, reference_params, reward_params, prompt_iter: Iterator,
              workdir, grade: Callable | None = None, score_stats: ScoreStats | None = None,
              mesh=None, rules=None, max_iterations: int | None = None, desc: str = "ppo",
-             on_metrics: Callable[[int, dict], None] | None = None):
+             on_metrics: Callable[[int, dict], None] | None = None,
+             on_iteration: Callable[[int, dict], None] | None = None):
     """Run (or resume) PPO in `workdir` for ppo.config.iterations iterations; returns the state.
 
     state: the fresh state from `init_ppo_state` (also the restore target: its shardings).
@@ -62,6 +63,9 @@ def ppo_loop(*, ppo: PPO, state, reference_params, reward_params, prompt_iter: I
       with the 'batch' rule.
     max_iterations: stop after this many iterations in total (a checkpoint is written), as
       if preempted, but without raising; the LR schedule still spans config.iterations.
+    on_iteration(done, state): called after each iteration, before its checkpoint, so
+      that work keyed to an iteration (e.g. a learning-curve evaluation) is done before the
+      run can resume past it.
     """
     c = ppo.config
     names = list(c.source_names)
@@ -139,6 +143,8 @@ def ppo_loop(*, ppo: PPO, state, reference_params, reward_params, prompt_iter: I
                 writer.write(done, row)
                 if on_metrics is not None:
                     on_metrics(done, row)
+                if on_iteration is not None:
+                    on_iteration(done, state)
                 bar.set_postfix(score=f"{row['objective/raw_scores']:.3f}", kl=f"{row['objective/kl']:.3f}")
                 bar.update(1)
                 if done % c.checkpoint_every == 0 or done == total or pre.requested:

@@ -82,8 +82,10 @@ def score_stats(ppo, state, frozen, grade, data_dir, tokenizer, rl, workdir, rew
     return stats
 
 
-def run_ppo(config, mesh, artifacts, workdir: pathlib.Path):
-    """(graphdef, final policy params, run_dir) of this arm and seed."""
+def run_ppo(config, mesh, artifacts, workdir: pathlib.Path, run_dir: pathlib.Path | None = None,
+            on_iteration=None):
+    """(graphdef, final policy params, run_dir) of this arm and seed; run_dir defaults to
+    workdir/<arm>/seed<k>. A finished run only restores its final state."""
     from beneficial.rl.loop import ppo_loop
     from beneficial.rl.ppo import init_critic_params, init_ppo_state, make_frozen, make_ppo
 
@@ -91,7 +93,7 @@ def run_ppo(config, mesh, artifacts, workdir: pathlib.Path):
     tok = artifacts["tokenizer"]
     base_gd, base_params = artifacts["base"]
     rm_gd, rm_params = artifacts["reward"]
-    run_dir = workdir / config.arm / f"seed{config.seed}"
+    run_dir = pathlib.Path(run_dir) if run_dir is not None else workdir / config.arm / f"seed{config.seed}"
     rules = [tuple(r) for r in config.mesh.rules]
     general, special = rl_sources(artifacts["data_dir"], rl)
     mix = PromptMix(general, special, rl.special_source, tok, prompt_len=rl.max_prompt_len,
@@ -109,7 +111,7 @@ def run_ppo(config, mesh, artifacts, workdir: pathlib.Path):
              rl.iterations * rl.prompts_per_iteration, rl.special_source)
     state = ppo_loop(ppo=ppo, state=state, reference_params=base_params, reward_params=rm_params,
                      prompt_iter=mix, workdir=run_dir, grade=grade, score_stats=stats, mesh=mesh, rules=rules,
-                     desc=f"ppo {config.arm} seed{config.seed}")
+                     desc=f"ppo {config.arm} seed{config.seed}", on_iteration=on_iteration)
     write_compute(run_dir, config, mix.special_episodes)
     return base_gd, state["policy"], run_dir
 
