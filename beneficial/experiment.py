@@ -79,6 +79,9 @@ def arm_config(config, world, arm: str, overrides: dict, seed: int):
 
 def validate_experiment(config) -> None:
     exp = config.experiment
+    for f in exp.fractions:
+        if not 0.0 <= float(f) <= 1.0:
+            raise ValueError(f"config.experiment.fractions contains {f}; fractions must lie in [0, 1]")
     arms = arm_table(exp)
     if not arms:
         raise ValueError("config.experiment.arms is empty; name at least one arm (e.g. 'baseline')")
@@ -88,9 +91,6 @@ def validate_experiment(config) -> None:
             raise ValueError(f"config.experiment.arms.{name} sets {sorted(unknown)}; an arm may set only {ARM_FIELDS}")
         if not 0.0 <= float(o.get("trait_fraction", 0.0)) <= 1.0:
             raise ValueError(f"config.experiment.arms.{name}.trait_fraction={o['trait_fraction']}; use a value in [0, 1]")
-    for f in exp.fractions:
-        if not 0.0 <= float(f) <= 1.0:
-            raise ValueError(f"config.experiment.fractions contains {f}; fractions must lie in [0, 1]")
     if int(exp.seeds) < 1 or int(exp.base_seeds) < 1 or int(exp.base_seeds) > int(exp.seeds):
         raise ValueError(f"config.experiment.seeds={exp.seeds}, base_seeds={exp.base_seeds}: "
                          f"need 1 <= base_seeds <= seeds")

@@ -116,3 +116,29 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_results(smoke, tmp_p
         assert not (b / "report" / "results.json").exists(), f"killed at {what}, but the run had finished"
     got = _run(b, *ONE_ARM)
     assert results_diff(_normalised(got, b), _normalised(ref, a)) == []
+
+
+def test_experiment_plan_and_bad_values_name_the_field():
+    from beneficial.config import ConfigError, validate
+    from beneficial.experiment import arm_table, plan
+    from configs.experiment import get_config
+
+    c = get_config("smoke")
+    runs = plan(c)
+    assert len(runs) == 2 * 4 + 2 * 2  # seeds x arms, plus the control pair
+    assert {(w, a) for w, _, a, _, _ in runs if w == "control"} == {("control", "treatment"), ("control", "baseline")}
+    assert all(w.persona_coherence == 0.5 for name, w, *_ in runs if name == "control")
+    c.experiment.fractions = (0.0, 0.2)
+    assert arm_table(c.experiment) == {"baseline": dict(arm_table(c.experiment)["baseline"], trait_fraction=0.0),
+                                       "fraction_0.2": dict(arm_table(c.experiment)["baseline"], trait_fraction=0.2)}
+    for field, value, match in (("fractions", (0.0, 1.5), "fractions contains 1.5"),
+                                ("curve_iterations", (99,), "curve_iterations has \\[99\\]"),
+                                ("base_seeds", 5, "base_seeds=5")):
+        bad = get_config("smoke")
+        bad.experiment[field] = value
+        with pytest.raises(ConfigError, match=match):
+            validate(bad, 1)
+    bad = get_config("smoke")
+    bad.experiment.fractions = (0.0, 0.05)   # no 'treatment' arm for the control world
+    with pytest.raises(ConfigError, match="control_arms"):
+        validate(bad, 1)
