@@ -78,7 +78,7 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # Reward model: Bradley-Terry on `preferences`, initialised from the base.
     c.reward = ml_collections.ConfigDict()
     c.reward.seed = 0
-    c.reward.steps = 60 if smoke else 400
+    c.reward.steps = 60 if smoke else 250
     c.reward.batch_size = 16 if smoke else 32
     c.reward.seq_len = 256
     c.reward.heldout_fraction = 0.05
@@ -92,10 +92,10 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # PPO. Every arm compiles the same programs at the same shapes; arms differ only in
     # which prompts fill the schedule's special slots (rl.trait_fraction of all prompts).
     c.rl = ppo_config(
-        iterations=8 if smoke else 150, prompts_per_iteration=16 if smoke else 64,
+        iterations=8 if smoke else 60, prompts_per_iteration=16 if smoke else 64,
         max_prompt_len=128, max_response_len=32 if smoke else 80, temperature=1.0,
         num_ppo_epochs=2, num_minibatches=2 if smoke else 4, lr=1e-5, critic_lr=1e-5,
-        kl_coef=0.05, checkpoint_every=4 if smoke else 25,
+        kl_coef=0.05, checkpoint_every=4 if smoke else 20,
         source_names=["general", "traits", "placebo"],
         source_scores=["grader", "reward_model", "reward_model"])
     c.rl.trait_fraction = 0.0            # share of all the run's prompts that are special

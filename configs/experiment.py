@@ -60,7 +60,7 @@ def get_config(arg=None):
     e.control_arms = ("treatment", "baseline")
     # Learning curves: untargeted aligned rate on a subsample, at these PPO iterations
     # (iteration 0 is the base model).
-    e.curve_iterations = (2, 4) if a.smoke else (50, 100, 150)
+    e.curve_iterations = (2, 4) if a.smoke else (20, 40, 60)
     e.curve_n_per_benchmark = 4 if a.smoke else 20
     e.curve_formats = ("chat", "multi_turn", "agentic")   # generated formats; () = all
     # Linear probe of the persona latent (beneficial/probe.py).

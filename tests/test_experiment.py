@@ -73,6 +73,9 @@ def test_smoke_experiment_report_is_consistent(smoke):
         assert set(r["persona_probe"][world]["arms"]) == want
     for part in ("capabilities", "persona_steering", "finetune_resistance"):
         assert set(r[part]) >= arms - {"baseline"}, part
+    # the control world is a world-knob change: its own data, base and reward model
+    for stage in ("data", "base", "reward"):
+        assert len(list((tmp_path / "cache").glob(f"{stage}-*"))) == 2, stage
     report = tmp_path / "report"
     assert {"report.html", "report.md", "forest.png", "curves.png"} <= {p.name for p in report.iterdir()}
     assert (tmp_path / "log.txt").read_text().count("experiment: report written") == 1
