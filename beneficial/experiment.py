@@ -165,9 +165,10 @@ def _cached_json(path: pathlib.Path, fn):
 
 # ----------------------------------------------------------------------------- the run
 def run_experiment(ctx) -> dict | None:
-    from beneficial.evals.stage import _prepare, collect_inputs, evaluate_one
-    from beneficial.rl.stage import run_ppo
+    from beneficial.evals.stage import _prepare, collect_inputs, evaluate_one, write_eval_report
     from beneficial.probe import fit_persona_probe, probe_projection
+    from beneficial.rl.stage import run_ppo
+    from beneficial.train.reward import reward_key
 
     t0 = time.perf_counter()
     config = ctx.config
@@ -231,7 +232,6 @@ def run_experiment(ctx) -> dict | None:
                     curve[done] = _cached_json(path, lambda: {"aligned": curve_point(
                         _rctx, state["policy"], _run_dir / "curve" / f"iter{done}", _seed)})["aligned"]
 
-            from beneficial.train.reward import reward_key
             rctx.artifacts["reward_key"] = reward_key(rctx.config, rctx.artifacts["base_key"])
             graphdef, policy, _ = run_ppo(rctx.config, ctx.mesh, rctx.artifacts, pathlib.Path(ctx.workdir),
                                           run_dir=run_dir, on_iteration=on_iteration)
@@ -278,7 +278,6 @@ def run_experiment(ctx) -> dict | None:
         # --- the report
         unit("report")
         suite_ctx = shared[("default", 0)][0]
-        inputs = collect_inputs(suite_ctx.artifacts["eval_suite"][1], per_arm["default"], arm_info["default"])
         control = None
         if "control" in per_arm:
             cctx = shared[("control", 0)][0]
@@ -287,39 +286,10 @@ def run_experiment(ctx) -> dict | None:
         extra = {"learning_curves": curves, "persona_probe": probe,
                  "control_world": {"persona_coherence": float(exp.control_coherence),
                                    "arms": arm_info.get("control", {})} if control else None}
-        results = write_experiment_report(suite_ctx, inputs, control, extra,
-                                          pathlib.Path(ctx.workdir) / "report", t0)
+        results = write_eval_report(suite_ctx, per_arm["default"], pathlib.Path(ctx.workdir),
+                                    arm_info=arm_info["default"], t0=t0, control=control, extra=extra)
         bar.update(1)
     ctx.artifacts["experiment_results"] = results
-    return results
-
-
-def write_experiment_report(ctx, inputs, control, extra, out_dir: pathlib.Path, t0: float) -> dict:
-    import datetime
-
-    from beneficial.evals.report import write_report
-    from beneficial.evals.results import build_results
-    from beneficial.evals.stage import _git_commit
-
-    c, e = ctx.config, ctx.config.eval
-    baseline = e.baseline if e.baseline in inputs["arms"] else next(iter(inputs["arms"]))
-    experiment = {"config": json.loads(c.to_json_best_effort()), "git_commit": _git_commit(),
-                  "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                  "wall_s": None}
-    results = build_results(experiment, inputs["arms"], inputs["benchmarks"], inputs["per_instance"],
-                            baseline=baseline, control=control,
-                            capabilities=inputs["capabilities"] or None, steering=inputs["steering"] or None,
-                            finetune=inputs["finetune"] or None, alpha=float(e.alpha), n_boot=int(e.n_boot),
-                            boot_seed=int(e.seed), noninferiority_margin=float(e.noninferiority_margin))
-    for k, v in extra.items():
-        if v:
-            results[k] = v
-    results["experiment"]["wall_s"] = time.perf_counter() - t0
-    from beneficial.evals.results import to_jsonable
-    results = to_jsonable(results)
-    if jax.process_index() == 0:
-        write_report(results, out_dir)
-    log.info("experiment: report written to %s", out_dir)
     return results
 
 

@@ -286,8 +286,11 @@ def report_from_dirs(ctx, eval_dirs: Mapping[str, Sequence], out_dir, *, arm_inf
 
 
 def write_eval_report(ctx, per_arm: Mapping[str, list], out_dir, *, arm_info: Mapping | None = None,
-                      started: str | None = None, t0: float | None = None) -> dict | None:
-    """Per-arm, per-seed evaluate_one outputs -> out_dir/summary.json and out_dir/report/."""
+                      started: str | None = None, t0: float | None = None, control: Mapping | None = None,
+                      extra: Mapping | None = None) -> dict | None:
+    """Per-arm, per-seed evaluate_one outputs -> out_dir/summary.json and out_dir/report/.
+    control: the control world's {"per_instance", "arms"} (results.build_results); extra:
+    further top-level results sections (e.g. learning curves), empty ones left out."""
     c, e = ctx.config, ctx.config.eval
     suite = _prepare(ctx)[-1]
     out_dir = pathlib.Path(out_dir)
@@ -309,10 +312,11 @@ def write_eval_report(ctx, per_arm: Mapping[str, list], out_dir, *, arm_info: Ma
                   "started": started or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "wall_s": None}
     results = build_results(experiment, inputs["arms"], inputs["benchmarks"], inputs["per_instance"],
-                            baseline=baseline, capabilities=inputs["capabilities"] or None,
+                            baseline=baseline, control=control, capabilities=inputs["capabilities"] or None,
                             steering=inputs["steering"] or None, finetune=inputs["finetune"] or None,
                             alpha=float(e.alpha), n_boot=int(e.n_boot), boot_seed=int(e.seed),
                             noninferiority_margin=float(e.noninferiority_margin))
+    results.update({k: v for k, v in (extra or {}).items() if v})
     if t0 is not None:
         results["experiment"]["wall_s"] = time.perf_counter() - t0
     path = write_report(results, out_dir / "report")
