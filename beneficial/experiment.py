@@ -288,6 +288,7 @@ def run_experiment(ctx) -> dict | None:
                                    "arms": arm_info.get("control", {})} if control else None}
         results = write_eval_report(suite_ctx, per_arm["default"], pathlib.Path(ctx.workdir),
                                     arm_info=arm_info["default"], t0=t0, control=control, extra=extra)
+        log.info("experiment: report written to %s", pathlib.Path(ctx.workdir) / "report")
         bar.update(1)
     ctx.artifacts["experiment_results"] = results
     return results
