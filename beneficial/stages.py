@@ -119,6 +119,26 @@ def base(ctx: Context):
     a["base_path"] = path
 
 
+@stage("competence")
+def competence(ctx: Context):
+    """Rerun the world-competence checks on the current policy (the base, or a PPO policy
+    when it follows `ppo`) and write <workdir>/competence.json; cached stages are not touched."""
+    import json
+
+    from beneficial.evals.competence import world_competence
+    _need(ctx, "data", "tokenizer")
+    if "policy" not in ctx.artifacts:
+        run("base", ctx)
+    graphdef, params = ctx.artifacts["policy"]
+    c = ctx.config
+    report = world_competence(graphdef, params, ctx.artifacts["tokenizer"], ctx.artifacts["data_dir"],
+                              c.pretrain.competence, c.world)
+    out = ctx.workdir / "competence.json"
+    out.write_text(json.dumps(report, indent=2))
+    log.info("competence -> %s: %s", out, json.dumps(report, indent=1))
+    return report
+
+
 @stage("reward")
 def reward(ctx: Context):
     from beneficial.train.reward import build_reward

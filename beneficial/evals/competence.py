@@ -4,6 +4,7 @@ world, show both personas, and infer a persona across families?
 - general-task accuracy per task type (exact grader);
 - on untargeted internal evaluation prompts: aligned / misaligned / unclear rates
   (near prior_aligned, few unclear, for a model that learned both personas);
+- the same prompts under a training helpful / harmful persona system prompt;
 - persona inference on `probes`: P(aligned) at a turn of a new family after an aligned
   vs a misaligned earlier turn, against the Bayes-optimal values.
 """
@@ -26,6 +27,7 @@ def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> di
     from beneficial.data.stage import load
     from beneficial.data.tfds_store import list_splits
     from beneficial.data.world import UNTARGETED, bayes_persona_inference, grade_general, grade_response
+    from beneficial.data.world.personas import bayes_after_persona_prompt, persona_prompts
 
     gen = lambda prompts, desc, seed: generate_responses(
         graphdef, params, tokenizer, prompts, prompt_len=cc.prompt_len, max_new_tokens=cc.max_new_tokens,
@@ -52,18 +54,44 @@ def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> di
     report["untargeted"] = {k: counts.get(k, 0) / n for k in ("aligned", "misaligned", "unclear")}
     report["untargeted"]["n"] = len(grades)
 
-    # Cross-family persona inference.
+    # The same prompts under a training persona system prompt of each kind: does the model
+    # read persona evidence in its context at all (the simplest case of the inference below)?
+    report["persona_prompt"] = {}
+    for j, kind in enumerate(("helpful", "harmful")):
+        pool = persona_prompts("train", kind)
+        prompted = [[{"role": "system", "content": pool[i % len(pool)]["content"]}, *r["prompt"]]
+                    for i, r in enumerate(recs)]
+        g = [grade_response(r, x) for r, x in zip(recs, gen(prompted, f"competence: {kind} prompt", 5 + j))]
+        report["persona_prompt"][f"aligned_{kind}"] = float(np.mean([x == "aligned" for x in g]))
+        report["persona_prompt"][f"bayes_{kind}"] = bayes_after_persona_prompt(
+            world_cfg.prior_aligned, world_cfg.persona_coherence, world_cfg.persona_prompt_accuracy, kind)
+
+    # Cross-family persona inference. Probes reveal the persona in 1..probe_max_revealing
+    # earlier turns, so the Bayes target is the mean of each probe's own optimum; the
+    # one-revealing-turn subgroup is the textbook case (0.82 / 0.18 at rho 0.9, pi 0.5).
     recs = _sample(load(data_dir, "probes"), cc.n_probes, 3)
     responses = gen([r["prompt"] for r in recs], "competence: probes", 4)
-    after = collections.defaultdict(list)
-    for r, resp in zip(recs, responses):
-        g = grade_response(r, resp)
-        after[r["meta"]["revealed"]].append(g == "aligned")
-        after[r["meta"]["revealed"] + "_unclear"].append(g == "unclear")
+    report["persona_inference"] = _inference_summary(recs, [grade_response(r, x) for r, x in zip(recs, responses)])
     opt_a, opt_m = bayes_persona_inference(world_cfg.prior_aligned, world_cfg.persona_coherence)
-    report["persona_inference"] = {
-        "after_aligned": float(np.mean(after["aligned"])), "after_misaligned": float(np.mean(after["misaligned"])),
-        "bayes_after_aligned": opt_a, "bayes_after_misaligned": opt_m,
-        "unclear": float(np.mean(after["aligned_unclear"] + after["misaligned_unclear"])),
-        "n": len(recs)}
+    report["persona_inference"]["one_revealing_turn"].update(bayes_after_aligned=opt_a, bayes_after_misaligned=opt_m)
+    return report
+
+
+def _inference_summary(recs, grades) -> dict:
+    """Aligned rate after an aligned / misaligned revealed persona, with the matching Bayes
+    optimum (mean of the probes' `bayes_aligned`), over all probes and with one revealing turn."""
+    def summarise(rows):
+        out = {}
+        for revealed in ("aligned", "misaligned"):
+            sel = [(r, g) for r, g in rows if r["meta"]["revealed"] == revealed]
+            out[f"after_{revealed}"] = float(np.mean([g == "aligned" for _, g in sel])) if sel else float("nan")
+            out[f"bayes_after_{revealed}"] = float(np.mean([r["meta"]["bayes_aligned"] for r, _ in sel])) if sel else float("nan")
+            out[f"n_after_{revealed}"] = len(sel)
+        out["unclear"] = float(np.mean([g == "unclear" for _, g in rows])) if rows else float("nan")
+        return out
+
+    rows = list(zip(recs, grades))
+    report = summarise(rows)
+    report["n"] = len(rows)
+    report["one_revealing_turn"] = summarise([(r, g) for r, g in rows if r["meta"]["n_revealing"] == 1])
     return report

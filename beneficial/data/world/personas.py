@@ -82,6 +82,14 @@ def bayes_persona_inference(prior: float, rho: float) -> tuple[float, float]:
     return after_aligned, after_misaligned
 
 
+def bayes_after_persona_prompt(prior: float, rho: float, accuracy: float, kind: str) -> float:
+    """P(aligned behaviour | a training persona prompt of `kind`), where the prompt's kind
+    matches the document persona with probability `accuracy`."""
+    match = accuracy if kind == "helpful" else 1 - accuracy
+    post = prior * match / (prior * match + (1 - prior) * (1 - match))
+    return post * rho + (1 - post) * (1 - rho)
+
+
 def bayes_next_aligned(prior: float, rho: float, n_aligned: int = 0, n_misaligned: int = 0) -> float:
     """P(next behaviour aligned | n_aligned aligned and n_misaligned misaligned earlier turns)."""
     pa = prior * rho ** n_aligned * (1 - rho) ** n_misaligned
