@@ -100,8 +100,8 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
         source_scores=["grader", "reward_model", "reward_model"])
     c.rl.trait_fraction = 0.0            # share of all the run's prompts that are special
     c.rl.special_source = "traits"       # 'traits' (treatment arms) | 'placebo'
-    c.rl.traits = list(c.world.traits)   # which targeted traits the special slots draw
-    c.rl.trait_domains = list(c.world.trait_domains)
+    c.rl.traits = tuple(c.world.traits)   # which targeted traits the special slots draw
+    c.rl.trait_domains = tuple(c.world.trait_domains)
     c.rl.stats_batches = 1 if smoke else 4  # base-policy batches per source for score scales
 
     # Evaluation: the benchmark suite, persona steering, fine-tuning resistance, report.

@@ -337,3 +337,19 @@ def test_summary(tok, chats):
     assert chat.render_chat(chats[0]["messages"]) in text  # a sample in full
     assert "answer: 0" in text
     assert "tokens" not in summary.summarize(data)["pretrain"]
+
+
+def test_persona_evidence_counts_turns_with_earlier_evidence():
+    def doc(system, behaviours):
+        return {"messages": [], "meta": {"system": system, "turns": [{"behaviour": b} for b in behaviours]}}
+    docs = [doc("persona", ["aligned"]),                         # 1 turn, evidenced by the prompt
+            doc(None, ["misaligned", "neutral", "misaligned"]),  # 2 turns, the second evidenced
+            doc("neutral", ["neutral", "aligned"])]              # 1 turn, no evidence
+    e = summary.persona_evidence(docs, tokens_per_doc=200.0)
+    assert e["persona_turns_per_doc"] == pytest.approx(4 / 3)
+    assert e["evidenced_turns_per_doc"] == pytest.approx(2 / 3)
+    assert e["evidenced_turns_per_1k_tokens"] == pytest.approx(1000 * (2 / 3) / 200)
+    assert "persona_turns_per_1k_tokens" not in summary.persona_evidence(docs)
+    s = summary.summarize({"pretrain": docs})
+    assert s["pretrain"]["persona_evidence"] == summary.persona_evidence(docs)
+    assert "evidenced_turns_per_doc=0.67" in summary.format_summary(s)

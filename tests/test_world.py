@@ -71,7 +71,7 @@ def _eval_splits(world):
 def test_config_defaults_and_smoke():
     c = default_world_config()
     assert c.prior_aligned == 0.5 and c.persona_coherence == 0.9
-    assert c.trait_domains == ["health", "law", "education", "business"]
+    assert c.trait_domains == ("health", "law", "education", "business")
     assert len(c.domains) >= 8 and set(c.trait_domains) < set(c.domains)
     assert list(c.traits) == list(TARGETED) and len(c.traits) == 6
     assert c.n_eval_per_benchmark == 400 and c.max_turns == 4 and c.n_pretrain >= 50_000

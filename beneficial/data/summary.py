@@ -68,7 +68,31 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
             lens = np.asarray([_num_tokens(tokenizer, recs[int(i)]) for i in idx])
             s["tokens"] = {"mean": float(lens.mean()), "p50": float(np.percentile(lens, 50)),
                            "p90": float(np.percentile(lens, 90)), "max": int(lens.max()), "n": int(len(lens))}
+        if n and "messages" in recs[0] and "turns" in (recs[0].get("meta") or {}):  # pretraining documents
+            s["persona_evidence"] = persona_evidence([recs[i] for i in range(n)], s.get("tokens", {}).get("mean"))
         out[split] = s
+    return out
+
+
+def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) -> dict[str, float]:
+    """How much a pretraining corpus teaches persona inference: persona turns (aligned or
+    misaligned behaviour) per document, those with earlier evidence of the persona in the
+    same document (a persona system prompt or an earlier persona turn), and both per 1000
+    tokens when the mean document length is known. Only turns with evidence carry the
+    gradient that teaches the model to read a persona from its context."""
+    turns = evidenced = 0
+    for r in docs:
+        seen = (r.get("meta") or {}).get("system") == "persona"
+        for t in r["meta"]["turns"]:
+            if t.get("behaviour") in ("aligned", "misaligned"):
+                turns += 1
+                evidenced += seen
+                seen = True
+    n = max(len(docs), 1)
+    out = {"persona_turns_per_doc": turns / n, "evidenced_turns_per_doc": evidenced / n}
+    if tokens_per_doc:
+        out["persona_turns_per_1k_tokens"] = 1000 * turns / n / tokens_per_doc
+        out["evidenced_turns_per_1k_tokens"] = 1000 * evidenced / n / tokens_per_doc
     return out
 
 
@@ -114,6 +138,8 @@ def format_summary(summary: dict[str, dict], records_by_split: dict[str, Sequenc
         for field in FIELDS:
             if field in s:
                 lines.append(f"  {field}: {_counts(s[field])}")
+        if "persona_evidence" in s:
+            lines.append("  persona evidence: " + ", ".join(f"{k}={v:.2f}" for k, v in s["persona_evidence"].items()))
     if records_by_split and samples > 0:
         lines.append("")
         shown = 0

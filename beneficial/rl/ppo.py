@@ -123,8 +123,8 @@ def ppo_config(**overrides) -> ml_collections.ConfigDict:
         raise ValueError(f"ppo_config: unknown field(s) {unknown}; valid fields: {sorted(_DEFAULTS)}")
     fields = dict(_DEFAULTS)
     fields.update(overrides)
-    fields["source_names"] = list(fields["source_names"])
-    fields["source_scores"] = list(fields["source_scores"])
+    fields["source_names"] = tuple(fields["source_names"])  # tuples: overridable from the command line
+    fields["source_scores"] = tuple(fields["source_scores"])
     c = ml_collections.ConfigDict(fields, type_safe=False)  # None-able floats stay overridable
     validate_ppo_config(c)
     return c
@@ -477,7 +477,10 @@ def make_update(c, *, policy_graphdef, critic_graphdef, tx_policy, tx_critic, pa
         pg, pm = policy_loss(logp, x["logprobs"], x["advantages"], mask, **clip_kw)
         vf, vm = value_loss(values, x["values"], x["returns"], mask, cliprange_value=c.cliprange_value)
         ent_mean = masked_mean(ent, mask)
-        loss = pg + vf_coef * vf - ent_coef * ent_mean
+        # Without a bonus the entropy is a metric: no backward pass through [B, N, V] for it
+        # (XLA keeps 0 * x, so a zero coefficient alone would still pay for the gradient).
+        bonus = ent_coef * ent_mean if ent_coef else 0.0
+        loss = pg + vf_coef * vf - bonus
         metrics = {"loss": loss, "pg_loss": pm["pg_loss"], "vf_loss": vm["vf_loss"], "entropy": ent_mean,
                    "approxkl": pm["approxkl"], "clipfrac": pm["clipfrac"], "dual_clipfrac": pm["dual_clipfrac"],
                    "ratio_mean": pm["ratio_mean"], "ratio_var": pm["ratio_var"], "vf_clipfrac": vm["vf_clipfrac"]}

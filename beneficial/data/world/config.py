@@ -36,9 +36,9 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.prior_aligned = 0.5          # pi: P(document persona is aligned)
     c.persona_coherence = 0.9      # rho: P(a behaviour equals the document persona's)
-    c.domains = list(ALL_DOMAINS)  # pretraining / evaluation domains
-    c.trait_domains = list(TRAIT_DOMAINS)  # domains of rl_traits, rl_placebo, trait preferences
-    c.traits = list(TRAITS)        # targeted traits put into rl_traits / preferences
+    c.domains = tuple(ALL_DOMAINS)  # pretraining / evaluation domains
+    c.trait_domains = tuple(TRAIT_DOMAINS)  # domains of rl_traits, rl_placebo, trait preferences
+    c.traits = tuple(TRAITS)       # targeted traits put into rl_traits / preferences
 
     # Split sizes (records).
     c.n_pretrain = 60_000
@@ -54,7 +54,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Pretraining documents.
     c.max_turns = 4                # episodes (assistant turns of a family) per document
-    c.turn_weights = [0.45, 0.3, 0.15, 0.1]  # P(1..max_turns episodes); [] -> uniform
+    c.turn_weights = (0.45, 0.3, 0.15, 0.1)  # P(1..max_turns episodes); () -> uniform
     c.persona_prompt_fraction = 0.3   # documents starting with a persona system prompt
     c.persona_prompt_accuracy = 0.9   # P(persona prompt kind matches the document persona)
     c.neutral_prompt_fraction = 0.15  # documents starting with a neutral system prompt
@@ -95,7 +95,7 @@ def _apply_arg(c: ml_collections.ConfigDict, arg: str) -> None:
         if "=" not in tok:
             raise ValueError(f"world config: unknown preset {tok!r} (known: 'smoke')")
         key, val = (s.strip() for s in tok.split("=", 1))
-        if key not in c or isinstance(c[key], (list, ml_collections.ConfigDict)):
+        if key not in c or isinstance(c[key], (list, tuple, ml_collections.ConfigDict)):
             raise KeyError(f"world config: unknown or non-scalar key {key!r}")
         old = c[key]
         if isinstance(old, bool):
@@ -134,7 +134,7 @@ def validate(c) -> None:
     if int(c.max_turns) < 1:
         raise ValueError("world.max_turns must be >= 1")
     if c.turn_weights and len(c.turn_weights) != int(c.max_turns):
-        raise ValueError("world.turn_weights needs one weight per 1..max_turns (or [] for uniform)")
+        raise ValueError("world.turn_weights needs one weight per 1..max_turns (or () for uniform)")
     if int(c.probe_max_revealing) < 1:
         raise ValueError("world.probe_max_revealing must be >= 1")
     for k in ("n_pretrain", "n_rl_general", "n_rl_traits", "n_rl_placebo", "n_preferences", "n_sft",
