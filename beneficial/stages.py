@@ -126,9 +126,7 @@ def competence(ctx: Context):
     import json
 
     from beneficial.evals.competence import world_competence
-    _need(ctx, "data", "tokenizer")
-    if "policy" not in ctx.artifacts:
-        run("base", ctx)
+    _need(ctx, "data", "tokenizer", "base")  # `base` sets the policy unless `ppo` replaced it
     graphdef, params = ctx.artifacts["policy"]
     c = ctx.config
     report = world_competence(graphdef, params, ctx.artifacts["tokenizer"], ctx.artifacts["data_dir"],

@@ -69,7 +69,7 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
             s["tokens"] = {"mean": float(lens.mean()), "p50": float(np.percentile(lens, 50)),
                            "p90": float(np.percentile(lens, 90)), "max": int(lens.max()), "n": int(len(lens))}
         if n and "messages" in recs[0] and "turns" in (recs[0].get("meta") or {}):  # pretraining documents
-            s["persona_evidence"] = persona_evidence([recs[i] for i in range(n)], s.get("tokens", {}).get("mean"))
+            s["persona_evidence"] = persona_evidence([recs[i] for i in range(n)], s["tokens"]["mean"] if "tokens" in s else None)
         out[split] = s
     return out
 
@@ -82,7 +82,7 @@ def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) 
     gradient that teaches the model to read a persona from its context."""
     turns = evidenced = 0
     for r in docs:
-        seen = (r.get("meta") or {}).get("system") == "persona"
+        seen = r["meta"].get("system") == "persona"
         for t in r["meta"]["turns"]:
             if t.get("behaviour") in ("aligned", "misaligned"):
                 turns += 1

@@ -26,7 +26,7 @@ def _sample(source, n, seed):
 def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> dict:
     from beneficial.data.stage import load
     from beneficial.data.tfds_store import list_splits
-    from beneficial.data.world import UNTARGETED, bayes_persona_inference, grade_general, grade_response
+    from beneficial.data.world import UNTARGETED, grade_general, grade_response
     from beneficial.data.world.personas import bayes_after_persona_prompt, persona_prompts
 
     gen = lambda prompts, desc, seed: generate_responses(
@@ -72,8 +72,6 @@ def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> di
     recs = _sample(load(data_dir, "probes"), cc.n_probes, 3)
     responses = gen([r["prompt"] for r in recs], "competence: probes", 4)
     report["persona_inference"] = _inference_summary(recs, [grade_response(r, x) for r, x in zip(recs, responses)])
-    opt_a, opt_m = bayes_persona_inference(world_cfg.prior_aligned, world_cfg.persona_coherence)
-    report["persona_inference"]["one_revealing_turn"].update(bayes_after_aligned=opt_a, bayes_after_misaligned=opt_m)
     return report
 
 
