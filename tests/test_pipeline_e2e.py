@@ -40,3 +40,9 @@ def test_treatment_and_baseline_smoke_share_stages_and_match_compute(tmp_path):
     # rerunning a finished arm trains nothing
     log = _main("configs/treatment.py:smoke", tmp_path)
     assert "reward: cached at" in log and "resumed from iteration 3" in log
+    # the competence stage reruns the checks on the cached base (trains nothing) into the workdir
+    log = _main("configs/treatment.py:smoke", tmp_path, "--config.stages=('competence',)")
+    assert "base: cached at" in log and "pretrain base" not in log
+    rerun = json.loads((tmp_path / "competence.json").read_text())
+    assert set(rerun) == set(competence) - {"heldout_loss"}
+    assert set(rerun["persona_prompt"]) == {"aligned_helpful", "bayes_helpful", "aligned_harmful", "bayes_harmful"}
