@@ -161,8 +161,8 @@ def markdown_table(record: dict) -> str:
                          + " |" * (len(head) - 3))
             continue
         med, frac, c = run["phases_median_s"], run["phase_fraction"], run.get("contention", {})
-        phases = [f"{med[k]:.2f} s ({frac[k]:.0%})" for k in ("generation", "scoring", "update",
-                                                              "other")]
+        phases = [f"{med[k]:.2f} s ({frac[k]:.0%})" if k in med else "-"  # ours has no "other"
+                  for k in ("generation", "scoring", "update", "other")]
         rate = run["flops"]["total"] / run["iteration_median_s"] / 1e9
         lb, la = c.get("load_before", [float("nan")])[0], c.get("load_after", [float("nan")])[0]
         lines.append("| " + " | ".join([

@@ -14,3 +14,16 @@ def test_ours_ppo_micro_reports_every_field():
     for key in ("flops", "achieved_flops_per_s", "peak_rss_bytes", "params", "phase_fraction"):
         assert key in r, key
     assert r["flops"]["total"] > 0 and r["peak_rss_bytes"] > 0
+
+
+def test_markdown_table_renders_a_record_of_ours():
+    """`launch/bench.py --render` on our runs, which have no "other" phase (was a KeyError)."""
+    import importlib.util
+    import pathlib
+    spec = importlib.util.spec_from_file_location("bench_cli", pathlib.Path(__file__).parents[1] / "launch/bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    r = run_ours_ppo(MICRO, iterations=1, warmup=1)
+    r.update(cell="micro", contention={})
+    row = bench.markdown_table({"runs": [r]}).splitlines()[-1].split(" | ")
+    assert row[0] == "| micro" and row[1] == "ours" and row[7] == "-" and row[-1] == "ok |"
