@@ -180,7 +180,7 @@ def data_summary(ctx: Context):
     d = ctx.artifacts["data_dir"]
     records = {s: list(load(d, s)) for s in list_splits(d)}
     summary = summarize(records, ctx.artifacts["tokenizer"])
-    print(format_summary(summary, records, samples=ctx.config.get("summary_samples", 2)))
+    print(format_summary(summary, records, samples=ctx.config.data.summary_samples))
     return summary
 
 

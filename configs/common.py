@@ -39,6 +39,7 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # (chat format; see beneficial/data/jsonl.py) for runs on real models.
     c.data = ml_collections.ConfigDict()
     c.data.source = "world"  # 'world' | 'jsonl'
+    c.data.summary_samples = 2  # sample records per split that the data_summary stage prints
     c.data.files = ml_collections.ConfigDict({s: "" for s in (
         "pretrain", "rl_general", "rl_traits", "rl_placebo", "preferences", "adversarial_sft", "benign_sft")})
 

@@ -45,7 +45,7 @@ def test_sequence_knobs_are_tuples_so_the_command_line_can_set_them(path):
 def test_main_accepts_a_tuple_override_of_a_world_knob(tmp_path):
     out = subprocess.run([sys.executable, "launch/main.py", "--config=configs/data.py:smoke",
                           f"--config.workdir={tmp_path}", "--config.stages=()",
-                          "--config.world.turn_weights=(0.0,0.0,0.5,0.5)"],
+                          "--config.world.turn_weights=(0.0,0.0,0.5,0.5)", "--config.data.summary_samples=0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
 

@@ -109,19 +109,25 @@ class Attention(nnx.Module):
             q, k, v = q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt), v + self.v_bias[...].astype(dt)
         q = constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
         k = constrain(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
-        if kv_cache is not None:  # write this chunk into the fixed-size cache, attend over all of it
-            k = jax.lax.dynamic_update_slice(kv_cache["k"], k.astype(kv_cache["k"].dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(kv_cache["v"], v.astype(kv_cache["v"].dtype), (0, cache_index, 0, 0))
-            kv_cache = {"k": k, "v": v}
         b, t, h, e = q.shape
         kh = k.shape[2]
         q = q.reshape(b, t, kh, h // kh, e)
+        kv = "bske"
+        if kv_cache is not None:
+            # Write this chunk into the fixed-size cache and attend over all of it. The cache is
+            # heads-major [b, kv_heads, slots, e]: decoding reads all of it every step, and
+            # XLA:CPU's dots want the batch dims leading (decode ~30% faster than token-major).
+            k = jax.lax.dynamic_update_slice(kv_cache["k"], k.transpose(0, 2, 1, 3).astype(kv_cache["k"].dtype),
+                                             (0, 0, cache_index, 0))
+            v = jax.lax.dynamic_update_slice(kv_cache["v"], v.transpose(0, 2, 1, 3).astype(kv_cache["v"].dtype),
+                                             (0, 0, cache_index, 0))
+            kv_cache, kv = {"k": k, "v": v}, "bkse"
         scale = (cfg.query_pre_attn_scalar or e) ** -0.5
-        logits = jnp.einsum("btkge,bske->bkgts", q, k.astype(dt)).astype(jnp.float32) * scale
+        logits = jnp.einsum(f"btkge,{kv}->bkgts", q, k.astype(dt)).astype(jnp.float32) * scale
         logits = softcap(logits, cfg.attn_softcap)
         logits = jnp.where(mask[:, None, None], logits, NEG_INF)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bske->btkge", probs, v.astype(dt)).reshape(b, t, h * e)
+        out = jnp.einsum(f"bkgts,{kv}->btkge", probs, v.astype(dt)).reshape(b, t, h * e)
         out = dense(out, self.o[...].astype(dt).reshape(h * e, -1))
         return out, kv_cache
 
@@ -249,7 +255,7 @@ class Decoder(nnx.Module):
 def init_cache(cfg, batch: int, size: int, dtype=None):
     """An empty per-layer KV cache with `size` slots (segment 0 = empty)."""
     dt = jnp.dtype(dtype or cfg.dtype)
-    kv = lambda: jnp.zeros((batch, size, cfg.n_kv_heads, cfg.head_dim), dt)
+    kv = lambda: jnp.zeros((batch, cfg.n_kv_heads, size, cfg.head_dim), dt)  # heads-major (Attention)
     return {"layers": [{"k": kv(), "v": kv()} for _ in range(cfg.n_layers)],
             "seg": jnp.zeros((batch, size), jnp.int32), "pos": jnp.zeros((batch, size), jnp.int32)}
 
