@@ -79,3 +79,17 @@ def test_is_done_accepts_str(tmp_path):
     assert not cache.is_done(str(tmp_path))
     (pathlib.Path(tmp_path) / cache.DONE).write_text("ok")
     assert cache.is_done(str(tmp_path))
+
+
+def test_base_key_ignores_the_competence_checks_only():
+    """Competence checks do not change the weights (the `competence` stage reruns them), so
+    their sizes must not retrain a base; every other pretrain knob must."""
+    from beneficial.train.pretrain import base_key
+    from configs.common import get_base_config
+    c = get_base_config("smoke")
+    key = base_key(c, "d", "t")
+    c.pretrain.competence.n_gap_pairs = 3
+    c.pretrain.competence.n_probes = 5
+    assert base_key(c, "d", "t") == key
+    c.pretrain.steps += 1
+    assert base_key(c, "d", "t") != key

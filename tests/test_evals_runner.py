@@ -382,3 +382,22 @@ def test_eval_config_file_builds():
         eval_stage_mod = __import__("beneficial.evals.stage", fromlist=["validate_eval"])
         eval_stage_mod.validate_eval(c.eval, 8)
     assert get_config("smoke").eval.n_per_benchmark < get_config().eval.n_per_benchmark == 400
+
+
+def test_persona_gaps_match_a_direct_forward(env):
+    """The teacher-forced persona gap of the competence check: records pair a positive and a
+    negative context around the same target options, and the gap equals the mean difference
+    of log-odds computed by one full forward per option."""
+    from beneficial.evals.competence import persona_gap_records, persona_gaps
+    recs = persona_gap_records(env.wcfg, 2, seed=1)
+    for rows in recs.values():
+        assert len(rows) == 4 and rows[0]["options"] == rows[1]["options"] and rows[0]["prompt"] != rows[1]["prompt"]
+    assert [m["role"] for m in recs["prompt"][0]["prompt"]][0] == "system"
+    assert recs["cross_family"][0]["prompt"][:-1] != recs["cross_family"][1]["prompt"][:-1]
+    got = persona_gaps(env.graphdef, env.params, env.tok, env.wcfg, 2, seed=1)
+    for name, rows in recs.items():
+        lo = [a - b for (a, _), (b, _) in (_direct_logprobs(env.graphdef, env.params, env.tok, r["prompt"], r["options"])
+                                           for r in rows)]
+        want = np.mean([lo[0] - lo[1], lo[2] - lo[3]])
+        assert got[name]["n_pairs"] == 2 and abs(got[name]["gap_nats"] - want) < 1e-3, (name, got[name], want)
+        assert abs(got[name]["bayes_gap_nats"] - 2 * np.log(0.82 / 0.18)) < 1e-9  # rho 0.9, pi 0.5, accuracy 0.9

@@ -29,7 +29,9 @@ def test_treatment_and_baseline_smoke_share_stages_and_match_compute(tmp_path):
     cache = tmp_path / "cache"
     assert len(list(cache.glob("base-*"))) == 1 and len(list(cache.glob("reward-*"))) == 1
     competence = json.loads(next(cache.glob("base-*/competence.json")).read_text())
-    assert {"general_accuracy", "untargeted", "persona_prompt", "persona_inference", "heldout_loss"} <= set(competence)
+    assert {"general_accuracy", "untargeted", "persona_prompt", "persona_inference", "persona_gap",
+            "heldout_loss"} <= set(competence)
+    assert competence["persona_gap"]["cross_family"]["n_pairs"] == 8
     t = json.loads((tmp_path / "treatment/seed0/compute.json").read_text())
     b = json.loads((tmp_path / "baseline/seed0/compute.json").read_text())
     assert t["flops_by_program"] == b["flops_by_program"] and t["flops"] > 0

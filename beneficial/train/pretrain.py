@@ -69,8 +69,10 @@ def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rul
 
 
 def base_key(config, dkey, tkey) -> str:
+    # The competence checks do not change the weights (the `competence` stage reruns them).
+    pretrain = {k: v for k, v in config.pretrain.to_dict().items() if k != "competence"}
     return cache.stage_key("base", {"data": dkey, "tokenizer": tkey, "model": config.model.to_dict(),
-                                    "pretrain": config.pretrain.to_dict()}, BASE_VERSION)
+                                    "pretrain": pretrain}, BASE_VERSION)
 
 
 def load_params(stage_path: pathlib.Path, graphdef_params_like):
