@@ -75,7 +75,7 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     c.pretrain.competence = ml_collections.ConfigDict(dict(
         n_general=32 if smoke else 400, n_per_benchmark=4 if smoke else 25, n_probes=32 if smoke else 600,
         prompt_len=768 if smoke else 512, max_new_tokens=48 if smoke else 96, batch_size=32 if smoke else 64, temperature=1.0,
-        n_gap_pairs=8 if smoke else 200))
+        n_gap_pairs=8 if smoke else 200, gap_pairs_at_eval=4 if smoke else 64))  # persona_gaps at each eval
 
     # Reward model: Bradley-Terry on `preferences`, initialised from the base.
     c.reward = ml_collections.ConfigDict()

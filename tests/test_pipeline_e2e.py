@@ -32,6 +32,9 @@ def test_treatment_and_baseline_smoke_share_stages_and_match_compute(tmp_path):
     assert {"general_accuracy", "untargeted", "persona_prompt", "persona_inference", "persona_gap",
             "heldout_loss"} <= set(competence)
     assert competence["persona_gap"]["cross_family"]["n_pairs"] == 8
+    # the persona gaps are logged at every evaluation of pretraining (the latent's learning curve)
+    rows = [json.loads(x) for x in next(cache.glob("base-*/metrics.jsonl")).read_text().splitlines()]
+    assert any("persona_gap/prompt" in r and "persona_gap/cross_family" in r for r in rows)
     t = json.loads((tmp_path / "treatment/seed0/compute.json").read_text())
     b = json.loads((tmp_path / "baseline/seed0/compute.json").read_text())
     assert t["flops_by_program"] == b["flops_by_program"] and t["flops"] > 0

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import signal
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -132,11 +132,13 @@ class Preempted(Exception):
 
 def train_loop(*, state, train_step, data_iter, workdir, loop: LoopConfig,
                eval_step=None, eval_batches: Callable[[], Iterator] | None = None,
-               batch_sharding=None, extra_metrics: Callable[[dict], dict] | None = None):
+               batch_sharding=None, extra_metrics: Callable[[dict], dict] | None = None,
+               eval_extra: Callable[[Any], dict] | None = None):
     """Run (or resume) a training loop in `workdir`; returns the final state.
 
     `state` is the freshly initialised state (its shardings are the restore target);
-    `data_iter` a checkpointable Grain iterator (get_state/set_state).
+    `data_iter` a checkpointable Grain iterator (get_state/set_state); `eval_extra(params)`
+    returns more metrics to log at every evaluation (it must not change anything).
     """
     ckpt = checkpoints.Checkpointer(workdir / "checkpoints", max_to_keep=2)
     start = ckpt.latest_step()
@@ -184,6 +186,8 @@ def train_loop(*, state, train_step, data_iter, workdir, loop: LoopConfig,
                     sums = [jax.device_get(jeval(state["params"], put(b))) for b in eval_batches()]
                     heldout = float(sum(s[0] for s in sums) / max(sum(s[1] for s in sums), 1.0))
                     writer.write(done, {"heldout_loss": heldout})
+                    if eval_extra is not None:
+                        writer.write(done, eval_extra(state["params"]))
                 if done % loop.checkpoint_every == 0 or done == loop.total_steps or pre.requested:
                     ckpt.save(done, state, data_iter.get_state(), force=True)
                 bar.update(1)

@@ -42,8 +42,9 @@ def heldout_split(source, fraction: float):
 
 
 def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rules, workdir: pathlib.Path,
-             desc: str, loss_on: str = "assistant"):
-    """Train an LM on chat records with config `section` (pretrain / sft); returns params."""
+             desc: str, loss_on: str = "assistant", eval_extra=None):
+    """Train an LM on chat records with config `section` (pretrain / sft); returns params.
+    `eval_extra(params) -> metrics` is logged at every evaluation (lm.train_loop)."""
     tx, schedule = make_optimizer(section.optimizer, section.steps)
     state = lm.init_train_state(params, tx, section.seed)
     data = iter(lm_dataset(source, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
@@ -64,7 +65,7 @@ def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rul
             state=state, train_step=lm.make_train_step(graphdef, tx, accum_steps=section.accum_steps),
             data_iter=data, workdir=workdir, loop=loop, eval_step=lm.make_eval_step(graphdef),
             eval_batches=eval_batches, batch_sharding=lambda nd: sharding.batch_sharding(mesh, rules, nd),
-            extra_metrics=lambda s: {"lr": float(schedule(int(s["step"])))})
+            extra_metrics=lambda s: {"lr": float(schedule(int(s["step"])))}, eval_extra=eval_extra)
     return state["params"]
 
 
@@ -91,7 +92,7 @@ def load_params(stage_path: pathlib.Path, graphdef_params_like):
 def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
     """(graphdef, params, stage_path). Trains only when no finished stage exists."""
     from beneficial.data.stage import load
-    from beneficial.evals.competence import world_competence
+    from beneficial.evals.competence import persona_gaps, world_competence
 
     rules = [tuple(r) for r in config.mesh.rules]
     if tokenizer.vocab_size > config.model.vocab_size:
@@ -110,8 +111,15 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
         return graphdef, load_params(path, params), path
     partial = path.with_name(path.name + ".partial")
     train, held = heldout_split(load(data_dir, "pretrain"), config.pretrain.heldout_fraction)
+    gap_pairs = config.pretrain.competence.gap_pairs_at_eval
+    gaps = None
+    if config.data.source == "world" and gap_pairs:  # the persona latent's learning curve
+        def gaps(p):
+            g = persona_gaps(graphdef, p, tokenizer, config.world, gap_pairs)
+            return {f"persona_gap/{k}": v["gap_nats"] for k, v in g.items()}
     params = train_lm(graphdef=graphdef, params=params, source=train, heldout=held, tokenizer=tokenizer,
-                      section=config.pretrain, mesh=mesh, rules=rules, workdir=partial, desc="pretrain base")
+                      section=config.pretrain, mesh=mesh, rules=rules, workdir=partial, desc="pretrain base",
+                      eval_extra=gaps)
     report = {}
     if config.data.source == "world":  # the checks need the world's graders
         report = world_competence(graphdef, params, tokenizer, data_dir, config.pretrain.competence, config.world)
