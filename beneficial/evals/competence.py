@@ -120,20 +120,19 @@ def persona_gaps(graphdef, params, tokenizer, world_cfg, n_pairs: int, seed: int
     model that ignores its context has 0, a Bayes-optimal one logit(p+) - logit(p-) (3.03 at
     rho 0.9, pi 0.5, prompt accuracy 0.9). It moves long before sampled rates do, so a
     pretraining run can be read by it at any checkpoint."""
-    from beneficial.data.world.personas import bayes_after_persona_prompt, bayes_next_aligned
+    from beneficial.data.world.personas import bayes_after_persona_prompt, bayes_persona_inference
     from beneficial.evals.mc import option_logprobs
+    from beneficial.evals.stats import logit
 
     pi, rho, acc = world_cfg.prior_aligned, world_cfg.persona_coherence, world_cfg.persona_prompt_accuracy
-    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
-    bayes = {"prompt": logit(bayes_after_persona_prompt(pi, rho, acc, "helpful"))
-             - logit(bayes_after_persona_prompt(pi, rho, acc, "harmful")),
-             "cross_family": logit(bayes_next_aligned(pi, rho, 1, 0)) - logit(bayes_next_aligned(pi, rho, 0, 1))}
+    pos_neg = {"prompt": [bayes_after_persona_prompt(pi, rho, acc, k) for k in ("helpful", "harmful")],
+               "cross_family": bayes_persona_inference(pi, rho)}
     out = {}
     for name, rows in persona_gap_records(world_cfg, n_pairs, seed).items():
-        scored = option_logprobs(graphdef, params, tokenizer, rows, desc=f"competence: {name} gap")
+        scored = option_logprobs(graphdef, params, tokenizer, rows, desc=f"competence: {name} gap") if rows else []
         log_odds = np.array([r["sum"][0] - r["sum"][1] for r in scored], np.float64).reshape(-1, 2)
         out[name] = {"gap_nats": float(np.mean(log_odds[:, 0] - log_odds[:, 1])) if len(log_odds) else float("nan"),
-                     "bayes_gap_nats": bayes[name], "n_pairs": len(log_odds)}
+                     "bayes_gap_nats": float(logit(pos_neg[name][0]) - logit(pos_neg[name][1])), "n_pairs": len(log_odds)}
     return out
 
 

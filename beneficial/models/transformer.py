@@ -109,7 +109,7 @@ class Attention(nnx.Module):
             q, k, v = q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt), v + self.v_bias[...].astype(dt)
         q = constrain(apply_rope(q, positions, inv_freq), ("batch", "length", "heads", "head_dim"))
         k = constrain(apply_rope(k, positions, inv_freq), ("batch", "length", "kv_heads", "head_dim"))
-        b, t, h, e = q.shape
+        h, e = q.shape[2:]
         kh = k.shape[2]
         q = q.reshape(b, t, kh, h // kh, e)
         kv = "bske"
