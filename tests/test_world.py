@@ -344,6 +344,23 @@ def test_persona_prompts_correlate_with_persona(world):
     assert 0.82 < match < 0.97
 
 
+def test_short_prompt_documents_knob(world):
+    """short_prompt_doc_fraction mixes in documents of one persona prompt + one persona turn
+    (the evidence next to the decision); at 0 the corpus is the one drawn without the knob."""
+    base = world["pretrain"]
+    docs = generate_world(default_world_config("smoke,short_prompt_doc_fraction=0.5"), ["pretrain"])["pretrain"]
+    short = [r for r in docs if r["meta"]["system"] == "persona" and len(r["meta"]["turns"]) == 1
+             and r["meta"]["turns"][0]["behaviour"] != "neutral"]
+    assert 0.5 < len(short) / len(docs) < 0.65  # the knob's half plus the ordinary documents of that shape
+    assert all(r["messages"][0]["role"] == "system" for r in short)
+    match = statistics.mean((r["meta"]["persona_prompt_kind"] == "helpful") == (r["meta"]["persona"] == "aligned")
+                            for r in short)
+    assert 0.82 < match < 0.97
+    assert len(docs) == len(base) and docs != base
+    plain = generate_world(default_world_config("smoke,short_prompt_doc_fraction=0.0"), ["pretrain"])["pretrain"]
+    assert plain == base
+
+
 def test_probes_reveal_a_persona(cfg, world):
     for r in world["probes"]:
         m = r["meta"]

@@ -131,14 +131,18 @@ def gen_pretrain(world) -> list:
     gf, kf, bf = cfg.general_fraction, cfg.knowledge_fraction, cfg.benign_fraction
     pi, rho = float(cfg.prior_aligned), float(cfg.persona_coherence)
     ppf, npf, ppa = float(cfg.persona_prompt_fraction), float(cfg.neutral_prompt_fraction), float(cfg.persona_prompt_accuracy)
+    spf = float(cfg.short_prompt_doc_fraction)
     out = []
     for i in range(int(cfg.n_pretrain)):
         persona = ALIGNED if rng.random() < pi else MISALIGNED
+        # A short document: a persona prompt, then one persona turn (evidence next to the
+        # decision). Drawn only when the knob is on, so other worlds keep their bytes.
+        short = spf > 0 and rng.random() < spf
         messages, turns = [], []
         meta = {"id": f"pretrain/{i}", "persona": persona, "system": None, "persona_prompt_id": None,
                 "persona_prompt_kind": None}
-        u = rng.random()
-        if u < ppf:
+        u = 0.0 if short else rng.random()
+        if u < ppf or short:
             match = rng.random() < ppa
             kind_aligned = (persona == ALIGNED) == match
             p = rng.choice(train_helpful if kind_aligned else train_harmful)
@@ -148,9 +152,9 @@ def gen_pretrain(world) -> list:
             p = rng.choice(neutral)
             messages.append({"role": "system", "content": p["content"]})
             meta.update(system="neutral", persona_prompt_id=p["id"], persona_prompt_kind="neutral")
-        n_eps = 1 + _weighted(rng, weights)
+        n_eps = 1 if short else 1 + _weighted(rng, weights)
         for _ in range(n_eps):
-            r = rng.random()
+            r = 1.0 if short else rng.random()
             start = len(messages)
             if r < gf:
                 task = rng.choice(general_tasks.TASKS)
