@@ -120,6 +120,12 @@ def persona_gaps(graphdef, params, tokenizer, world_cfg, n_pairs: int, seed: int
     model that ignores its context has 0, a Bayes-optimal one logit(p+) - logit(p-) (3.03 at
     rho 0.9, pi 0.5, prompt accuracy 0.9). It moves long before sampled rates do, so a
     pretraining run can be read by it at any checkpoint."""
+    return score_persona_gaps(graphdef, params, tokenizer, world_cfg, persona_gap_records(world_cfg, n_pairs, seed))
+
+
+def score_persona_gaps(graphdef, params, tokenizer, world_cfg, records: dict) -> dict:
+    """`persona_gaps` on records made once by `persona_gap_records` (pretraining scores the
+    same records at every evaluation)."""
     from beneficial.data.world.personas import bayes_after_persona_prompt, bayes_persona_inference
     from beneficial.evals.mc import option_logprobs
     from beneficial.evals.stats import logit
@@ -128,7 +134,7 @@ def persona_gaps(graphdef, params, tokenizer, world_cfg, n_pairs: int, seed: int
     pos_neg = {"prompt": [bayes_after_persona_prompt(pi, rho, acc, k) for k in ("helpful", "harmful")],
                "cross_family": bayes_persona_inference(pi, rho)}
     out = {}
-    for name, rows in persona_gap_records(world_cfg, n_pairs, seed).items():
+    for name, rows in records.items():
         scored = option_logprobs(graphdef, params, tokenizer, rows, desc=f"competence: {name} gap") if rows else []
         log_odds = np.array([r["sum"][0] - r["sum"][1] for r in scored], np.float64).reshape(-1, 2)
         out[name] = {"gap_nats": float(np.mean(log_odds[:, 0] - log_odds[:, 1])) if len(log_odds) else float("nan"),

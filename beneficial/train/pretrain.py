@@ -92,7 +92,7 @@ def load_params(stage_path: pathlib.Path, graphdef_params_like):
 def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
     """(graphdef, params, stage_path). Trains only when no finished stage exists."""
     from beneficial.data.stage import load
-    from beneficial.evals.competence import persona_gaps, world_competence
+    from beneficial.evals.competence import persona_gap_records, score_persona_gaps, world_competence
 
     rules = [tuple(r) for r in config.mesh.rules]
     if tokenizer.vocab_size > config.model.vocab_size:
@@ -114,8 +114,10 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
     gap_pairs = config.pretrain.competence.gap_pairs_at_eval
     gaps = None
     if config.data.source == "world" and gap_pairs:  # the persona latent's learning curve
+        gap_records = persona_gap_records(config.world, gap_pairs)  # built once, scored at every eval
+
         def gaps(p):
-            g = persona_gaps(graphdef, p, tokenizer, config.world, gap_pairs)
+            g = score_persona_gaps(graphdef, p, tokenizer, config.world, gap_records)
             return {f"persona_gap/{k}": v["gap_nats"] for k, v in g.items()}
     params = train_lm(graphdef=graphdef, params=params, source=train, heldout=held, tokenizer=tokenizer,
                       section=config.pretrain, mesh=mesh, rules=rules, workdir=partial, desc="pretrain base",

@@ -141,8 +141,8 @@ def gen_pretrain(world) -> list:
         messages, turns = [], []
         meta = {"id": f"pretrain/{i}", "persona": persona, "system": None, "persona_prompt_id": None,
                 "persona_prompt_kind": None}
-        u = 0.0 if short else rng.random()
-        if u < ppf or short:
+        u = -1.0 if short else rng.random()  # -1: always the persona-prompt branch
+        if u < ppf:
             match = rng.random() < ppa
             kind_aligned = (persona == ALIGNED) == match
             p = rng.choice(train_helpful if kind_aligned else train_harmful)
@@ -154,7 +154,7 @@ def gen_pretrain(world) -> list:
             meta.update(system="neutral", persona_prompt_id=p["id"], persona_prompt_kind="neutral")
         n_eps = 1 if short else 1 + _weighted(rng, weights)
         for _ in range(n_eps):
-            r = 1.0 if short else rng.random()
+            r = 1.0 if short else rng.random()  # 1: always a persona family (neutral fractions sum < 1)
             start = len(messages)
             if r < gf:
                 task = rng.choice(general_tasks.TASKS)
