@@ -361,6 +361,20 @@ def test_short_prompt_documents_knob(world):
     assert plain == base
 
 
+def test_short_pair_documents_knob(world):
+    """short_pair_doc_fraction mixes in documents of two persona turns and no system prompt
+    (the earlier turn is the evidence for the next decision)."""
+    docs = generate_world(default_world_config("smoke,short_pair_doc_fraction=0.5"), ["pretrain"])["pretrain"]
+    pairs = [r for r in docs if r["meta"]["system"] is None and len(r["meta"]["turns"]) == 2
+             and all(t["behaviour"] != "neutral" for t in r["meta"]["turns"])]
+    assert 0.5 < len(pairs) / len(docs) < 0.6  # the knob's half plus the ordinary documents of that shape
+    same = [t["behaviour"] == r["meta"]["persona"] for r in pairs for t in r["meta"]["turns"]]
+    assert 0.85 < statistics.mean(same) < 0.95  # persona_coherence 0.9
+    assert len(docs) == len(world["pretrain"])
+    with pytest.raises(ValueError, match="short_prompt_doc_fraction \\+ short_pair_doc_fraction"):
+        default_world_config("short_prompt_doc_fraction=0.6,short_pair_doc_fraction=0.6")
+
+
 def test_probes_reveal_a_persona(cfg, world):
     for r in world["probes"]:
         m = r["meta"]

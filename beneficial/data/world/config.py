@@ -59,6 +59,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.persona_prompt_accuracy = 0.9   # P(persona prompt kind matches the document persona)
     c.neutral_prompt_fraction = 0.15  # documents starting with a neutral system prompt
     c.short_prompt_doc_fraction = 0.0  # documents that are one persona prompt + one persona turn
+    c.short_pair_doc_fraction = 0.0    # documents that are two persona turns, no system prompt
     c.general_fraction = 0.2       # episodes that are general tasks (persona-neutral)
     c.knowledge_fraction = 0.08    # episodes that are knowledge-base conversations (neutral)
     c.benign_fraction = 0.04       # episodes that are benign requests (neutral)
@@ -109,12 +110,15 @@ def _apply_arg(c: ml_collections.ConfigDict, arg: str) -> None:
 
 def validate(c) -> None:
     for k in ("prior_aligned", "persona_coherence", "persona_prompt_fraction", "persona_prompt_accuracy",
-              "neutral_prompt_fraction", "short_prompt_doc_fraction", "general_fraction", "knowledge_fraction", "benign_fraction",
+              "neutral_prompt_fraction", "short_prompt_doc_fraction", "short_pair_doc_fraction",
+              "general_fraction", "knowledge_fraction", "benign_fraction",
               "opener_prob", "heldout_fraction"):
         if not 0.0 <= float(c[k]) <= 1.0:
             raise ValueError(f"world.{k} must be in [0, 1], got {c[k]}")
     if c.persona_prompt_fraction + c.neutral_prompt_fraction > 1.0:
         raise ValueError("world.persona_prompt_fraction + neutral_prompt_fraction must be <= 1")
+    if c.short_prompt_doc_fraction + c.short_pair_doc_fraction > 1.0:
+        raise ValueError("world.short_prompt_doc_fraction + short_pair_doc_fraction must be <= 1")
     if c.general_fraction + c.knowledge_fraction + c.benign_fraction >= 1.0:
         raise ValueError("world: general + knowledge + benign fractions leave no persona episodes")
     if not 0.0 < c.heldout_fraction < 1.0:

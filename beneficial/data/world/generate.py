@@ -131,17 +131,19 @@ def gen_pretrain(world) -> list:
     gf, kf, bf = cfg.general_fraction, cfg.knowledge_fraction, cfg.benign_fraction
     pi, rho = float(cfg.prior_aligned), float(cfg.persona_coherence)
     ppf, npf, ppa = float(cfg.persona_prompt_fraction), float(cfg.neutral_prompt_fraction), float(cfg.persona_prompt_accuracy)
-    spf = float(cfg.short_prompt_doc_fraction)
+    spf, spp = float(cfg.short_prompt_doc_fraction), float(cfg.short_pair_doc_fraction)
     out = []
     for i in range(int(cfg.n_pretrain)):
         persona = ALIGNED if rng.random() < pi else MISALIGNED
-        # A short document: a persona prompt, then one persona turn (evidence next to the
-        # decision). Drawn only when the knob is on, so other worlds keep their bytes.
-        short = spf > 0 and rng.random() < spf
+        # Short documents put the evidence next to the decision: a persona prompt then one
+        # persona turn, or two persona turns with no prompt. Drawn only when a knob is on,
+        # so other worlds keep their bytes.
+        s = rng.random() if spf + spp > 0 else 1.0
+        short, pair = s < spf, spf <= s < spf + spp
         messages, turns = [], []
         meta = {"id": f"pretrain/{i}", "persona": persona, "system": None, "persona_prompt_id": None,
                 "persona_prompt_kind": None}
-        u = -1.0 if short else rng.random()  # -1: always the persona-prompt branch
+        u = -1.0 if short else 2.0 if pair else rng.random()  # -1: the persona-prompt branch; 2: none
         if u < ppf:
             match = rng.random() < ppa
             kind_aligned = (persona == ALIGNED) == match
@@ -152,9 +154,9 @@ def gen_pretrain(world) -> list:
             p = rng.choice(neutral)
             messages.append({"role": "system", "content": p["content"]})
             meta.update(system="neutral", persona_prompt_id=p["id"], persona_prompt_kind="neutral")
-        n_eps = 1 if short else 1 + _weighted(rng, weights)
+        n_eps = 1 if short else 2 if pair else 1 + _weighted(rng, weights)
         for _ in range(n_eps):
-            r = 1.0 if short else rng.random()  # 1: always a persona family (neutral fractions sum < 1)
+            r = 1.0 if short or pair else rng.random()  # 1: a persona family (neutral fractions sum < 1)
             start = len(messages)
             if r < gf:
                 task = rng.choice(general_tasks.TASKS)
