@@ -139,11 +139,11 @@ def gen_pretrain(world) -> list:
         # persona turn, or two persona turns with no prompt. Drawn only when a knob is on,
         # so other worlds keep their bytes.
         s = rng.random() if spf + spp > 0 else 1.0
-        short, pair = s < spf, spf <= s < spf + spp
+        prompt_doc, pair_doc = s < spf, spf <= s < spf + spp
         messages, turns = [], []
         meta = {"id": f"pretrain/{i}", "persona": persona, "system": None, "persona_prompt_id": None,
                 "persona_prompt_kind": None}
-        u = -1.0 if short else 2.0 if pair else rng.random()  # -1: the persona-prompt branch; 2: none
+        u = -1.0 if prompt_doc else 2.0 if pair_doc else rng.random()  # -1: persona prompt; 2: none
         if u < ppf:
             match = rng.random() < ppa
             kind_aligned = (persona == ALIGNED) == match
@@ -154,9 +154,9 @@ def gen_pretrain(world) -> list:
             p = rng.choice(neutral)
             messages.append({"role": "system", "content": p["content"]})
             meta.update(system="neutral", persona_prompt_id=p["id"], persona_prompt_kind="neutral")
-        n_eps = 1 if short else 2 if pair else 1 + _weighted(rng, weights)
+        n_eps = 1 if prompt_doc else 2 if pair_doc else 1 + _weighted(rng, weights)
         for _ in range(n_eps):
-            r = 1.0 if short or pair else rng.random()  # 1: a persona family (neutral fractions sum < 1)
+            r = 1.0 if prompt_doc or pair_doc else rng.random()  # 1: a persona family (neutral fractions sum < 1)
             start = len(messages)
             if r < gf:
                 task = rng.choice(general_tasks.TASKS)
