@@ -353,3 +353,26 @@ def test_persona_evidence_counts_turns_with_earlier_evidence():
     s = summary.summarize({"pretrain": docs})
     assert s["pretrain"]["persona_evidence"] == summary.persona_evidence(docs)
     assert "evidenced_turns_per_doc=0.67" in summary.format_summary(s)
+
+
+def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():
+    """The bag-of-words reader of an earlier turn predicts the next turn's persona near the
+    corpus optimum at rho 0.9, and finds nothing in the control world (rho 0.5)."""
+    from beneficial.data.linear_reader import evidence_pairs, reader_gaps
+    from beneficial.data.world import default_world_config, generate_world
+
+    gaps = {}
+    for rho in (0.9, 0.5):
+        cfg = default_world_config(f"smoke,n_pretrain=1500,persona_coherence={rho},general_fraction=0,"
+                                   "knowledge_fraction=0,benign_fraction=0,persona_prompt_fraction=0,"
+                                   "neutral_prompt_fraction=0")
+        cfg.turn_weights = (0.0, 0.0, 0.0, 1.0)
+        docs = generate_world(cfg, ["pretrain"])["pretrain"]
+        texts, y, ev = evidence_pairs(docs)
+        assert len(texts) == len(y) == len(ev) > 3000 and 0.4 < ev.mean() < 0.6
+        gaps[rho] = reader_gaps(docs, sizes=(1000,), n_test=1500)
+        assert gaps[rho]["pairs"] == len(texts)
+    assert gaps[0.9]["optimal_gap"] == pytest.approx(3.03, abs=0.4)  # 2 logit(0.82)
+    assert gaps[0.9]["gap_at_1000"] > 1.5
+    assert abs(gaps[0.5]["optimal_gap"]) < 0.35
+    assert abs(gaps[0.5]["gap_at_1000"]) < 0.6

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from beneficial.data import chat
+from beneficial.data.linear_reader import reader_gaps
 
 # summary field -> meta keys it is read from (first present wins); list values count each item.
 FIELDS = {
@@ -69,7 +70,10 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
             s["tokens"] = {"mean": float(lens.mean()), "p50": float(np.percentile(lens, 50)),
                            "p90": float(np.percentile(lens, 90)), "max": int(lens.max()), "n": int(len(lens))}
         if n and "messages" in recs[0] and "turns" in (recs[0].get("meta") or {}):  # pretraining documents
-            s["persona_evidence"] = persona_evidence([recs[i] for i in range(n)], s["tokens"]["mean"] if "tokens" in s else None)
+            docs = [recs[i] for i in range(n)]
+            s["persona_evidence"] = persona_evidence(docs, s["tokens"]["mean"] if "tokens" in s else None)
+            if all("span" in t and "family" in t for r in docs for t in r["meta"]["turns"]):  # world documents
+                s["persona_reader"] = reader_gaps(docs)
         out[split] = s
     return out
 
@@ -140,6 +144,11 @@ def format_summary(summary: dict[str, dict], records_by_split: dict[str, Sequenc
                 lines.append(f"  {field}: {_counts(s[field])}")
         if "persona_evidence" in s:
             lines.append("  persona evidence: " + ", ".join(f"{k}={v:.2f}" for k, v in s["persona_evidence"].items()))
+        if "optimal_gap" in s.get("persona_reader", {}):
+            r = s["persona_reader"]
+            read = ", ".join(f"{v:.2f} at {k[len('gap_at_'):]} pairs" for k, v in r.items() if k.startswith("gap_at_"))
+            lines.append(f"  persona reader (earlier turn's words -> next turn, {r['pairs']} pairs): optimal gap "
+                         f"{r['optimal_gap']:.2f} nats; bag-of-words logistic regression {read}")
     if records_by_split and samples > 0:
         lines.append("")
         shown = 0

@@ -1,0 +1,82 @@
+"""How hard is the persona evidence of a pretraining corpus to read, as statistics?
+
+A base model must learn to read the persona from an earlier behaviour (WORLD.md, "The
+persona latent"). This measures the easiest form of that: a bag-of-words logistic
+regression from the words of one earlier persona turn (its assistant messages) to the
+behaviour of the next persona turn of another family, in documents without a persona
+system prompt, fitted on `n` pairs and scored on held-out ones. Its gap (mean log-odds of an
+aligned next turn after an aligned minus after a misaligned earlier turn) is compared with
+the corpus's own optimum, the same gap computed from the held-out labels (2 logit(0.82) =
+3.03 nats at rho 0.9, prior 0.5). A reader that gets close with a few thousand pairs says
+the evidence is there and easy; a transformer that still does not use it after many more
+has an optimisation problem, not a data one.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+_WORD = re.compile(r"[a-z0-9']+")
+PERSONA = ("aligned", "misaligned")
+
+
+def evidence_pairs(docs: Sequence[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(earlier turn's assistant text, next turn aligned?, earlier turn aligned?) for each pair
+    of consecutive persona turns of different families in documents with no persona prompt."""
+    texts, y, ev = [], [], []
+    for r in docs:
+        if r["meta"].get("system") == "persona":
+            continue
+        msgs, prev = r["messages"], None
+        for t in r["meta"]["turns"]:
+            if t.get("behaviour") not in PERSONA:
+                continue
+            if prev is not None and prev["family"] != t["family"]:
+                s, e = prev["span"]
+                texts.append(" ".join(m["content"] for m in msgs[s:e] if m["role"] == "assistant"))
+                y.append(t["behaviour"] == "aligned")
+                ev.append(prev["behaviour"] == "aligned")
+            prev = t
+    return texts, np.asarray(y, np.float64), np.asarray(ev, bool)
+
+
+def _bag_of_words(texts: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
+    x = np.zeros((len(texts), len(vocab)), np.float64)
+    for i, t in enumerate(texts):
+        x[i, [vocab[w] for w in set(_WORD.findall(t.lower())) if w in vocab]] = 1.0
+    return x
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+def reader_gaps(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_test: int = 5000,
+                l2: float = 1e-3, min_count: int = 3) -> dict:
+    """{'pairs', 'optimal_gap', 'gap_at_<n>' ...} in nats; sizes larger than the pairs
+    available (after the last `n_test`, held out) are skipped. Deterministic."""
+    from beneficial.probe import fit_logistic
+
+    texts, y, ev = evidence_pairs(docs)
+    n_test = min(n_test, len(texts) // 3)
+    out: dict = {"pairs": len(texts)}
+    if n_test < 10 or ev[-n_test:].all() or not ev[-n_test:].any():
+        return out
+    test = slice(len(texts) - n_test, len(texts))
+    yt, et = y[test], ev[test]
+    out["optimal_gap"] = _logit(yt[et].mean()) - _logit(yt[~et].mean())
+    for n in sizes:
+        if n > len(texts) - n_test:
+            continue
+        counts: dict[str, int] = {}
+        for t in texts[:n]:
+            for w in set(_WORD.findall(t.lower())):
+                counts[w] = counts.get(w, 0) + 1
+        vocab = {w: i for i, w in enumerate(sorted(w for w, c in counts.items() if c >= min_count))}
+        w, b = fit_logistic(_bag_of_words(texts[:n], vocab), y[:n], l2)
+        z = _bag_of_words(texts[test], vocab) @ w + b
+        out[f"gap_at_{n}"] = float(z[et].mean() - z[~et].mean())
+    return out
