@@ -372,7 +372,12 @@ def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():
         assert len(texts) == len(y) == len(ev) > 3000 and 0.4 < ev.mean() < 0.6
         gaps[rho] = reader_gaps(docs, sizes=(1000,), n_test=1500)
         assert gaps[rho]["pairs"] == len(texts)
-    assert gaps[0.9]["optimal_gap"] == pytest.approx(3.03, abs=0.4)  # 2 logit(0.82)
-    assert gaps[0.9]["gap_at_1000"] > 1.5
-    assert abs(gaps[0.5]["optimal_gap"]) < 0.35
-    assert abs(gaps[0.5]["gap_at_1000"]) < 0.6
+    opt, read = gaps[0.9]["optimal"], gaps[0.9]["reader_1000"]
+    assert opt["after_aligned"] == pytest.approx(0.82, abs=0.05)      # rho^2 + (1 - rho)^2
+    assert opt["after_misaligned"] == pytest.approx(0.18, abs=0.05)   # 2 rho (1 - rho)
+    assert opt["nats"] == pytest.approx(0.22, abs=0.05)               # ln 2 - H(0.82)
+    assert read["nats"] > 0.5 * opt["nats"]
+    assert read["after_aligned"] - read["after_misaligned"] > 0.3
+    ctl = gaps[0.5]["reader_1000"]
+    assert abs(gaps[0.5]["optimal"]["nats"]) < 0.01 and ctl["nats"] < 0.01  # overfitting only costs
+    assert abs(ctl["after_aligned"] - ctl["after_misaligned"]) < 0.1

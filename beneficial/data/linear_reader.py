@@ -4,10 +4,11 @@ A base model must learn to read the persona from an earlier behaviour (WORLD.md,
 persona latent"). This measures the easiest form of that: a bag-of-words logistic
 regression from the words of one earlier persona turn (its assistant messages) to the
 behaviour of the next persona turn of another family, in documents without a persona
-system prompt, fitted on `n` pairs and scored on held-out ones. Its gap (mean log-odds of an
-aligned next turn after an aligned minus after a misaligned earlier turn) is compared with
-the corpus's own optimum, the same gap computed from the held-out labels (2 logit(0.82) =
-3.03 nats at rho 0.9, prior 0.5). A reader that gets close with a few thousand pairs says
+system prompt, fitted on `n` pairs and scored on held-out ones. It reports the information
+it extracts (held-out log-loss below that of the label marginal, nats per pair; overfitting
+only lowers it) and its mean P(aligned next) after an aligned and after a misaligned earlier
+turn, against the corpus's own optimum, computed from the held-out labels (0.82 / 0.18 and
+0.21 nats at rho 0.9, prior 0.5). A reader that gets close with a few thousand pairs says
 the evidence is there and easy; a transformer that still does not use it after many more
 has an optimisation problem, not a data one.
 """
@@ -49,15 +50,16 @@ def _bag_of_words(texts: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
     return x
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return float(np.log(p / (1 - p)))
+def _xent(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def reader_gaps(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_test: int = 5000,
-                l2: float = 1e-3, min_count: int = 3) -> dict:
-    """{'pairs', 'optimal_gap', 'gap_at_<n>' ...} in nats; sizes larger than the pairs
-    available (after the last `n_test`, held out) are skipped. Deterministic."""
+                l2: float = 3e-3, min_count: int = 3) -> dict:
+    """{'pairs', 'optimal': {...}, 'reader_<n>': {...}}, each {'nats', 'after_aligned',
+    'after_misaligned'}; sizes larger than the pairs available (after the last `n_test`,
+    held out) are skipped. Deterministic."""
     from beneficial.probe import fit_logistic
 
     texts, y, ev = evidence_pairs(docs)
@@ -67,7 +69,13 @@ def reader_gaps(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_te
         return out
     test = slice(len(texts) - n_test, len(texts))
     yt, et = y[test], ev[test]
-    out["optimal_gap"] = _logit(yt[et].mean()) - _logit(yt[~et].mean())
+    prior = np.full(n_test, yt.mean())
+
+    def report(p):
+        return {"nats": _xent(yt, prior) - _xent(yt, p), "after_aligned": float(p[et].mean()),
+                "after_misaligned": float(p[~et].mean())}
+
+    out["optimal"] = report(np.where(et, yt[et].mean(), yt[~et].mean()))
     for n in sizes:
         if n > len(texts) - n_test:
             continue
@@ -77,6 +85,5 @@ def reader_gaps(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_te
                 counts[w] = counts.get(w, 0) + 1
         vocab = {w: i for i, w in enumerate(sorted(w for w, c in counts.items() if c >= min_count))}
         w, b = fit_logistic(_bag_of_words(texts[:n], vocab), y[:n], l2)
-        z = _bag_of_words(texts[test], vocab) @ w + b
-        out[f"gap_at_{n}"] = float(z[et].mean() - z[~et].mean())
+        out[f"reader_{n}"] = report(1.0 / (1.0 + np.exp(-(_bag_of_words(texts[test], vocab) @ w + b))))
     return out

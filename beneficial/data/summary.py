@@ -144,11 +144,13 @@ def format_summary(summary: dict[str, dict], records_by_split: dict[str, Sequenc
                 lines.append(f"  {field}: {_counts(s[field])}")
         if "persona_evidence" in s:
             lines.append("  persona evidence: " + ", ".join(f"{k}={v:.2f}" for k, v in s["persona_evidence"].items()))
-        if "optimal_gap" in s.get("persona_reader", {}):
+        if "optimal" in s.get("persona_reader", {}):
             r = s["persona_reader"]
-            read = ", ".join(f"{v:.2f} at {k[len('gap_at_'):]} pairs" for k, v in r.items() if k.startswith("gap_at_"))
-            lines.append(f"  persona reader (earlier turn's words -> next turn, {r['pairs']} pairs): optimal gap "
-                         f"{r['optimal_gap']:.2f} nats; bag-of-words logistic regression {read}")
+            cells = [f"{k.replace('reader_', 'reader on ')}{' pairs' if k != 'optimal' else ''}: {v['nats']:.3f} nats, "
+                     f"P(aligned) {v['after_aligned']:.2f} / {v['after_misaligned']:.2f}"
+                     for k, v in r.items() if isinstance(v, dict)]
+            lines.append(f"  persona reader (earlier turn's words -> next turn, {r['pairs']} pairs; "
+                         "after an aligned / a misaligned turn): " + "; ".join(cells))
     if records_by_split and samples > 0:
         lines.append("")
         shown = 0
