@@ -4,8 +4,10 @@ Trains only the base, on the densest cross-family evidence the world makes (ever
 four persona turns, no system prompt, no neutral turns: three of four decisions follow
 evidence), with the fast CPU model of docs/persona_latent.md, and logs `persona_gap/*` at
 every evaluation (Bayes-optimal cross-family gap: 3.03 nats). A model or budget that does not
-learn the latent here will not learn it from the default corpus. Runs 3-4 of
-docs/persona_latent.md are this config (run 4 with the batch and steps below).
+learn the latent here will not learn it from the default corpus. Run 3 of
+docs/persona_latent.md is this config; run 4 adds `--config.pretrain.batch_size=4
+--config.pretrain.steps=6000 --config.pretrain.eval_every=750
+--config.pretrain.log_every=100`.
 
     python launch/main.py --config=configs/persona_probe.py
     python launch/main.py --config=configs/persona_probe.py --config.pretrain.steps=6000
