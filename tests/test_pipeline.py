@@ -358,7 +358,7 @@ def test_persona_evidence_counts_turns_with_earlier_evidence():
 def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():
     """The bag-of-words reader of an earlier turn predicts the next turn's persona near the
     corpus optimum at rho 0.9, and finds nothing in the control world (rho 0.5)."""
-    from beneficial.data.linear_reader import evidence_pairs, reader_gaps
+    from beneficial.data.linear_reader import evidence_pairs, reader_report
     from beneficial.data.world import default_world_config, generate_world
 
     gaps = {}
@@ -370,7 +370,7 @@ def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():
         docs = generate_world(cfg, ["pretrain"])["pretrain"]
         texts, y, ev = evidence_pairs(docs)
         assert len(texts) == len(y) == len(ev) > 3000 and 0.4 < ev.mean() < 0.6
-        gaps[rho] = reader_gaps(docs, sizes=(1000,), n_test=1500)
+        gaps[rho] = reader_report(docs, sizes=(1000,), n_test=1500)
         assert gaps[rho]["pairs"] == len(texts)
     opt, read = gaps[0.9]["optimal"], gaps[0.9]["reader_1000"]
     assert opt["after_aligned"] == pytest.approx(0.82, abs=0.05)      # rho^2 + (1 - rho)^2

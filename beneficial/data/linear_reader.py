@@ -8,7 +8,7 @@ system prompt, fitted on `n` pairs and scored on held-out ones. It reports the i
 it extracts (held-out log-loss below that of the label marginal, nats per pair; overfitting
 only lowers it) and its mean P(aligned next) after an aligned and after a misaligned earlier
 turn, against the corpus's own optimum, computed from the held-out labels (0.82 / 0.18 and
-0.21 nats at rho 0.9, prior 0.5). A reader that gets close with a few thousand pairs says
+0.22 nats at rho 0.9, prior 0.5). A reader that gets close with a few thousand pairs says
 the evidence is there and easy; a transformer that still does not use it after many more
 has an optimisation problem, not a data one.
 """
@@ -55,7 +55,7 @@ def _xent(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def reader_gaps(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_test: int = 5000,
+def reader_report(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_test: int = 5000,
                 l2: float = 3e-3, min_count: int = 3) -> dict:
     """{'pairs', 'optimal': {...}, 'reader_<n>': {...}}, each {'nats', 'after_aligned',
     'after_misaligned'}; sizes larger than the pairs available (after the last `n_test`,

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from beneficial.data import chat
-from beneficial.data.linear_reader import reader_gaps
+from beneficial.data.linear_reader import reader_report
 
 # summary field -> meta keys it is read from (first present wins); list values count each item.
 FIELDS = {
@@ -73,7 +73,7 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
             docs = [recs[i] for i in range(n)]
             s["persona_evidence"] = persona_evidence(docs, s["tokens"]["mean"] if "tokens" in s else None)
             if all("span" in t and "family" in t for r in docs for t in r["meta"]["turns"]):  # world documents
-                s["persona_reader"] = reader_gaps(docs)
+                s["persona_reader"] = reader_report(docs)
         out[split] = s
     return out
 
