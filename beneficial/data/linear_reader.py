@@ -14,6 +14,7 @@ has an optimisation problem, not a data one.
 """
 from __future__ import annotations
 
+import collections
 import re
 from typing import Sequence
 
@@ -43,10 +44,10 @@ def evidence_pairs(docs: Sequence[dict]) -> tuple[list[str], np.ndarray, np.ndar
     return texts, np.asarray(y, np.float64), np.asarray(ev, bool)
 
 
-def _bag_of_words(texts: Sequence[str], vocab: dict[str, int]) -> np.ndarray:
-    x = np.zeros((len(texts), len(vocab)), np.float64)
-    for i, t in enumerate(texts):
-        x[i, [vocab[w] for w in set(_WORD.findall(t.lower())) if w in vocab]] = 1.0
+def _bag_of_words(word_sets: Sequence[set], vocab: dict[str, int]) -> np.ndarray:
+    x = np.zeros((len(word_sets), len(vocab)), np.float64)
+    for i, words in enumerate(word_sets):
+        x[i, [vocab[w] for w in words if w in vocab]] = 1.0
     return x
 
 
@@ -56,7 +57,7 @@ def _xent(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def reader_report(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_test: int = 5000,
-                l2: float = 3e-3, min_count: int = 3) -> dict:
+                  l2: float = 3e-3, min_count: int = 3) -> dict:
     """{'pairs', 'optimal': {...}, 'reader_<n>': {...}}, each {'nats', 'after_aligned',
     'after_misaligned'}; sizes larger than the pairs available (after the last `n_test`,
     held out) are skipped. Deterministic."""
@@ -76,14 +77,12 @@ def reader_report(docs: Sequence[dict], sizes: Sequence[int] = (1000, 10000), n_
                 "after_misaligned": float(p[~et].mean())}
 
     out["optimal"] = report(np.where(et, yt[et].mean(), yt[~et].mean()))
+    words = [set(_WORD.findall(t.lower())) for t in texts]  # each text tokenised once
     for n in sizes:
         if n > len(texts) - n_test:
             continue
-        counts: dict[str, int] = {}
-        for t in texts[:n]:
-            for w in set(_WORD.findall(t.lower())):
-                counts[w] = counts.get(w, 0) + 1
+        counts = collections.Counter(w for ws in words[:n] for w in ws)
         vocab = {w: i for i, w in enumerate(sorted(w for w, c in counts.items() if c >= min_count))}
-        w, b = fit_logistic(_bag_of_words(texts[:n], vocab), y[:n], l2)
-        out[f"reader_{n}"] = report(1.0 / (1.0 + np.exp(-(_bag_of_words(texts[test], vocab) @ w + b))))
+        coef, bias = fit_logistic(_bag_of_words(words[:n], vocab), y[:n], l2)
+        out[f"reader_{n}"] = report(1.0 / (1.0 + np.exp(-(_bag_of_words(words[test], vocab) @ coef + bias))))
     return out

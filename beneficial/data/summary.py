@@ -146,8 +146,8 @@ def format_summary(summary: dict[str, dict], records_by_split: dict[str, Sequenc
             lines.append("  persona evidence: " + ", ".join(f"{k}={v:.2f}" for k, v in s["persona_evidence"].items()))
         if "optimal" in s.get("persona_reader", {}):
             r = s["persona_reader"]
-            cells = [f"{k.replace('reader_', 'reader on ')}{' pairs' if k != 'optimal' else ''}: {v['nats']:.3f} nats, "
-                     f"P(aligned) {v['after_aligned']:.2f} / {v['after_misaligned']:.2f}"
+            label = {k: "optimal" if k == "optimal" else f"reader on {k[len('reader_'):]} pairs" for k in r}
+            cells = [f"{label[k]}: {v['nats']:.3f} nats, P(aligned) {v['after_aligned']:.2f} / {v['after_misaligned']:.2f}"
                      for k, v in r.items() if isinstance(v, dict)]
             lines.append(f"  persona reader (earlier turn's words -> next turn, {r['pairs']} pairs; "
                          "after an aligned / a misaligned turn): " + "; ".join(cells))
