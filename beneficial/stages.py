@@ -137,6 +137,30 @@ def competence(ctx: Context):
     return report
 
 
+@stage("persona_probe")
+def persona_probe(ctx: Context):
+    """Can a linear probe read the revealed persona from the current policy's hidden state where
+    the assistant is about to answer (beneficial/probe.py)? Fitted on the policy and, as the
+    control, on the same shape at initialisation; writes <workdir>/persona_probe.json."""
+    import json
+
+    from beneficial.models.build import create_model
+    from beneficial.probe import fit_persona_probe
+    _need(ctx, "data", "tokenizer", "base")
+    c, a = ctx.config, ctx.artifacts
+    graphdef, params = a["policy"]
+    _, init_params, _ = create_model(c.model, ctx.mesh, model_rules(ctx), c.pretrain.seed,
+                                     indivisible=c.mesh.indivisible)
+    report = {name: fit_persona_probe(graphdef, p, a["tokenizer"], a["data_dir"], c.pretrain.competence.probe,
+                                      ctx.workdir / f"persona_probe_{name}.npz")
+              for name, p in (("policy", params), ("init", init_params))}
+    out = ctx.workdir / "persona_probe.json"
+    out.write_text(json.dumps(report, indent=2))
+    log.info("persona probe -> %s: held-out accuracy %.3f (policy), %.3f (same shape at init)", out,
+             report["policy"]["accuracy"], report["init"]["accuracy"])
+    return report
+
+
 @stage("reward")
 def reward(ctx: Context):
     from beneficial.train.reward import build_reward

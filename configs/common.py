@@ -11,6 +11,7 @@ from beneficial.config import parse_arg
 from beneficial.data.world import default_world_config
 from beneficial.evals.stage import eval_config
 from beneficial.models.presets import model_config
+from beneficial.probe import probe_config
 from beneficial.rl.ppo import ppo_config
 from beneficial.train.optim import optimizer_config
 
@@ -76,6 +77,8 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
         n_general=32 if smoke else 400, n_per_benchmark=4 if smoke else 25, n_probes=32 if smoke else 600,
         prompt_len=768 if smoke else 512, max_new_tokens=48 if smoke else 96, batch_size=32 if smoke else 64, temperature=1.0,
         n_gap_pairs=8 if smoke else 200, gap_pairs_at_eval=4 if smoke else 64))  # persona_gaps at each eval
+    # Linear probe of the persona latent (beneficial/probe.py): the `persona_probe` stage and the experiment.
+    c.pretrain.competence.probe = probe_config(smoke)
 
     # Reward model: Bradley-Terry on `preferences`, initialised from the base.
     c.reward = ml_collections.ConfigDict()

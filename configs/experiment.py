@@ -22,7 +22,6 @@ import ml_collections
 
 from beneficial.config import parse_arg
 from beneficial.experiment import ARM_FIELDS
-from beneficial.probe import probe_config
 from configs.common import ARG_DEFAULTS, get_base_config
 
 ARMS = ("treatment", "baseline", "health_only", "placebo")
@@ -65,5 +64,5 @@ def get_config(arg=None):
     e.curve_formats = ("chat", "multi_turn", "agentic")   # generated formats; () = all
     # Linear probe of the persona latent (beneficial/probe.py).
     e.probe = True
-    e.probe_config = probe_config(a.smoke)
+    e.probe_config = c.pretrain.competence.probe  # one knob: the `persona_probe` stage reads it too
     return c

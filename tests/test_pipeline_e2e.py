@@ -46,8 +46,10 @@ def test_treatment_and_baseline_smoke_share_stages_and_match_compute(tmp_path):
     log = _main("configs/treatment.py:smoke", tmp_path)
     assert "reward: cached at" in log and "resumed from iteration 3" in log
     # the competence stage reruns the checks on the cached base (trains nothing) into the workdir
-    log = _main("configs/treatment.py:smoke", tmp_path, "--config.stages=('competence',)")
+    log = _main("configs/treatment.py:smoke", tmp_path, "--config.stages=('competence','persona_probe')")
     assert "base: cached at" in log and "pretrain base" not in log
+    probe = json.loads((tmp_path / "persona_probe.json").read_text())  # the policy and its init control
+    assert set(probe) == {"policy", "init"} and all(0 <= r["accuracy"] <= 1 and r["n_test"] > 0 for r in probe.values())
     rerun = json.loads((tmp_path / "competence.json").read_text())
     assert set(rerun) == set(competence) - {"heldout_loss"}
     assert set(rerun["persona_prompt"]) == {"aligned_helpful", "bayes_helpful", "aligned_harmful", "bayes_harmful"}

@@ -30,9 +30,12 @@ def test_documents_follow_the_persona_and_pairs_differ_only_in_the_first_behavio
 
 
 def test_untied_model_learns_the_latent_where_tied_one_is_stuck():
-    c = token_world_config()
+    from configs.token_world import get_config  # the command's config: untied by default
+    cfg = get_config()
+    c = cfg.world
     c.n_gap_pairs = 64
-    untied = train(c, {"tie_embeddings": False}, steps=400, eval_every=400, log=lambda s: None)[-1]
+    cfg.train.update(steps=400, eval_every=400)
+    untied = train(c, cfg.model.to_dict(), **cfg.train.to_dict(), log=lambda s: None)[-1]
     assert untied["gap"] > 2.0, untied                            # Bayes 3.03
     assert untied["aligned_after_aligned"] > 0.7 > 0.3 > untied["aligned_after_misaligned"], untied
     tied = train(c, {"tie_embeddings": True}, steps=400, eval_every=400, log=lambda s: None)[-1]
