@@ -12,7 +12,7 @@ token, log-odds(aligned vs misaligned branch) after an aligned minus after a mis
 episode (Bayes-optimal 2*logit(rho^2 + (1-rho)^2) = 3.03 nats at rho 0.9), plus the two
 aligned rates.
 
-What it found (docs/persona_latent.md, "The tied-embedding trap"): with input and output
+What it found (docs/persona_latent.md, "The minimal token world, and the tied-embedding trap"): with input and output
 embeddings tied, the model first makes the logits of each family's aligned and misaligned
 branch equal, which with one shared matrix makes their *input* embeddings equal too, so the
 evidence vanishes from the input and the gap sits at exactly 0 until a slow escape (or none).
@@ -29,9 +29,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from beneficial.data.world.personas import bayes_persona_inference
+from beneficial.evals.stats import logit
 from beneficial.models.presets import model_config
 from beneficial.models.transformer import Decoder
-from beneficial.train.lm import make_train_step
+from beneficial.train.lm import init_train_state, make_train_step
 from beneficial.train.optim import make_optimizer, optimizer_config
 
 PAD, USER, ASSISTANT, END = 0, 1, 2, 3
@@ -125,8 +127,9 @@ def make_gap_fn(world: TokenWorld, graphdef):
 
 
 def bayes_gap(rho: float) -> float:
-    p = rho ** 2 + (1 - rho) ** 2
-    return 2 * math.log(p / (1 - p))
+    """logit(P(aligned | aligned before)) - logit(P(aligned | misaligned before)) at prior 0.5."""
+    after_aligned, after_misaligned = bayes_persona_inference(0.5, rho)
+    return float(logit(after_aligned) - logit(after_misaligned))
 
 
 def train(world_cfg, model_overrides: dict, *, steps=1500, batch_size=32, lr=3e-3, warmup_steps=100,
@@ -136,17 +139,16 @@ def train(world_cfg, model_overrides: dict, *, steps=1500, batch_size=32, lr=3e-
     cfg = model_config("tiny")
     cfg.update(vocab_size=world.vocab_size, max_seq_len=max(512, world.doc_len), **model_overrides)
     graphdef, state = nnx.split(Decoder(cfg, nnx.Rngs(params=jax.random.key(seed))))
-    params = nnx.to_pure_dict(state)
     tx, _ = make_optimizer(optimizer_config(lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay), steps)
-    st = {"params": params, "opt": tx.init(params), "step": jnp.int32(0), "rng": jax.random.key(seed)}
+    st = init_train_state(nnx.to_pure_dict(state), tx, seed)
     step, gap = jax.jit(make_train_step(graphdef, tx)), make_gap_fn(world, graphdef)
-    rng, history, t0 = np.random.default_rng(seed), [], time.time()
+    rng, history, t0, bayes = np.random.default_rng(seed), [], time.time(), bayes_gap(world_cfg.rho)
     for s in range(1, steps + 1):
         st, metrics = step(st, world.batch(rng, batch_size))
         if s % eval_every == 0 or s == steps:
             row = {"step": s, "loss": float(metrics["loss"]), **{k: float(v) for k, v in gap(st["params"]).items()}}
             history.append(row)
-            log(f"step {s:5d}  loss {row['loss']:.3f}  gap {row['gap']:+.2f} nats (Bayes {bayes_gap(world_cfg.rho):.2f})  "
+            log(f"step {s:5d}  loss {row['loss']:.3f}  gap {row['gap']:+.2f} nats (Bayes {bayes:.2f})  "
                 f"P(aligned) after aligned {row['aligned_after_aligned']:.2f} / after misaligned "
                 f"{row['aligned_after_misaligned']:.2f}  [{time.time() - t0:.0f} s]")
     return history
