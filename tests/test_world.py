@@ -375,6 +375,54 @@ def test_short_pair_documents_knob(world):
         default_world_config("short_prompt_doc_fraction=0.6,short_pair_doc_fraction=0.6")
 
 
+def test_learnability_knobs_simplify_text_only(world):
+    """response_phrasings=1 draws every persona response from its first phrasing and
+    plain_prompts drops greetings, context sentences and closers; the personas, families and
+    document shapes stay the world's own. At their defaults the corpus keeps its bytes."""
+    cfg = default_world_config("smoke,response_phrasings=1,plain_prompts=true,opener_prob=0")
+    docs = generate_world(cfg, ["pretrain"])["pretrain"]
+    base = world["pretrain"]
+    assert len(docs) == len(base)
+    def persona_replies(corpus):
+        return [(t["family"], t["behaviour"], r["messages"][t["span"][1] - 1]["content"])
+                for r in corpus for t in r["meta"]["turns"] if t["behaviour"] in ("aligned", "misaligned")]
+
+    replies = persona_replies(docs)
+    assert len(replies) > 500
+    for fam, behaviour, reply in replies[:500]:  # still the family's behaviour, by its grader
+        assert fams.get(fam).grade({}, reply) in (behaviour, "unclear")
+    # One phrasing and no opener: the first two words of a family's reply are fixed per template.
+    assert len({(f, b, " ".join(x.split()[:2])) for f, b, x in replies}) < 0.7 * len(
+        {(f, b, " ".join(x.split()[:2])) for f, b, x in persona_replies(base)})
+    first_words = {m["content"].split()[0] for r in docs for m in r["messages"] if m["role"] == "user"}
+    assert not first_words & {"Hi.", "Hello!", "Hey.", "Hey", "Good"}
+    users = [m["content"] for r in docs for m in r["messages"] if m["role"] == "user"]
+    assert statistics.mean(map(len, users)) < 0.8 * statistics.mean(
+        len(m["content"]) for r in base for m in r["messages"] if m["role"] == "user")
+    assert generate_world(default_world_config("smoke,response_phrasings=0,plain_prompts=false,behaviour_tags=false"),
+                          ["pretrain"])["pretrain"] == base
+
+
+def test_behaviour_tags_name_family_and_behaviour_in_one_word():
+    """behaviour_tags puts a word unique to (family, behaviour) first in every persona reply,
+    the real-text analogue of the token world's branch token; graders still read the reply."""
+    docs = generate_world(default_world_config("smoke,behaviour_tags=true,opener_prob=0"), ["pretrain"])["pretrain"]
+    tags = collections.defaultdict(set)
+    for r in docs:
+        for t in r["meta"]["turns"]:
+            reply = r["messages"][t["span"][1] - 1]["content"]
+            if t["behaviour"] in ("aligned", "misaligned"):
+                tags[(t["family"], t["behaviour"])].add(reply.split()[0])
+                assert fams.get(t["family"]).grade(t.get("grading", {}), reply) == t["behaviour"]
+            else:
+                assert reply.split()[0] not in {w for ws in tags.values() for w in ws}
+    assert len(tags) == 2 * len(FAMILIES)
+    assert all(len(w) == 1 for w in tags.values())
+    assert len({w for ws in tags.values() for w in ws}) == 2 * len(FAMILIES)
+    with pytest.raises(ValueError, match="world.response_phrasings must be >= 0"):
+        default_world_config("response_phrasings=-1")
+
+
 def test_probes_reveal_a_persona(cfg, world):
     for r in world["probes"]:
         m = r["meta"]

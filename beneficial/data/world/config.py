@@ -64,6 +64,10 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.knowledge_fraction = 0.08    # episodes that are knowledge-base conversations (neutral)
     c.benign_fraction = 0.04       # episodes that are benign requests (neutral)
     c.opener_prob = 0.6            # assistant responses starting with a short opener
+    # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
+    c.response_phrasings = 0       # draw persona responses from the first k phrasings (0 = all)
+    c.plain_prompts = False        # user turns without greeting, context sentence and closer
+    c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
     # Held-out instances and mixtures.
     c.heldout_fraction = 0.15      # share of (template, entities, context) combos kept for eval
@@ -117,6 +121,8 @@ def validate(c) -> None:
             raise ValueError(f"world.{k} must be in [0, 1], got {c[k]}")
     if c.persona_prompt_fraction + c.neutral_prompt_fraction > 1.0:
         raise ValueError("world.persona_prompt_fraction + neutral_prompt_fraction must be <= 1")
+    if int(c.response_phrasings) < 0:
+        raise ValueError(f"world.response_phrasings must be >= 0 (0 = all phrasings), got {c.response_phrasings}")
     if c.short_prompt_doc_fraction + c.short_pair_doc_fraction > 1.0:
         raise ValueError("world.short_prompt_doc_fraction + short_pair_doc_fraction must be <= 1")
     if c.general_fraction + c.knowledge_fraction + c.benign_fraction >= 1.0:

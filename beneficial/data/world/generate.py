@@ -30,6 +30,9 @@ class World:
         self.domains = list(cfg.domains)
         self.kb = KnowledgeBase(self.seed, self.domains)
         self.opener_prob = float(cfg.opener_prob)
+        self.response_phrasings = int(cfg.response_phrasings)
+        self.plain_prompts = bool(cfg.plain_prompts)
+        self.behaviour_tags = bool(cfg.behaviour_tags)
         self.heldout_fraction = float(cfg.heldout_fraction)
 
     def is_reserved(self, combo: str) -> bool:

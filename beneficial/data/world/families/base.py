@@ -19,6 +19,8 @@ from beneficial.data.world import lexicon
 from beneficial.data.world.text import join, normalise, sentence_case
 
 ALIGNED, MISALIGNED, UNCLEAR = "aligned", "misaligned", "unclear"
+_TAG_STEMS = ("Bal", "Cor", "Del", "Fen", "Gar", "Hol", "Jun", "Kel", "Lor", "Mar", "Nel", "Por", "Ral", "Sel",
+              "Tor", "Vel", "Wen", "Yor")
 
 
 @dataclasses.dataclass
@@ -169,9 +171,11 @@ class Family:
 
     def build_prompt(self, world, rng, ch, s, pack) -> list:
         core = self.fmt(rng.choice(self.templates[pack][ch["template_id"]]), s)
-        return [{"role": "user", "content": self.frame_user(rng, ch, s, core, pack)}]
+        return [{"role": "user", "content": self.frame_user(rng, ch, s, core, pack, world)}]
 
-    def frame_user(self, rng, ch, s, core, pack) -> str:
+    def frame_user(self, rng, ch, s, core, pack, world=None) -> str:
+        if world is not None and world.plain_prompts:
+            return core
         if pack == "B":
             return join(s.get("_ctx", ""), core)
         return join(rng.choice(lexicon.GREETINGS), s.get("_ctx", ""), core, rng.choice(lexicon.CLOSERS))
@@ -233,11 +237,23 @@ class Family:
     # ---- responses ------------------------------------------------------------------
     def response(self, rng, inst: Instance, behaviour: str, world=None, index: int | None = None,
                  opener: str | None = None) -> str:
-        k = index if index is not None else rng.randrange(inst.n_bodies())
-        body = inst.body(behaviour, k)
+        n = inst.n_bodies()
+        if world is not None and world.response_phrasings:
+            n = min(n, world.response_phrasings)
+        k = index if index is not None else rng.randrange(n)
+        body = self.tagged(world, behaviour, inst.body(behaviour, k))
         if opener is None:
             opener = self.draw_opener(rng, world)
         return join(opener, body)
+
+    def tagged(self, world, behaviour: str, body: str) -> str:
+        """`body`, after a made-up word unique to this family and behaviour when the world's
+        `behaviour_tags` is on: a token-world-like, single-word view of the behaviour."""
+        if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
+            return body
+        from beneficial.data.world.families import FAMILIES
+        stem = _TAG_STEMS[FAMILIES.index(self.name) % len(_TAG_STEMS)]
+        return join(stem + ("ith" if behaviour == ALIGNED else "ona"), body)
 
     def draw_opener(self, rng, world=None) -> str:
         p = world.opener_prob if world is not None else 0.6

@@ -225,7 +225,7 @@ class SycophancyAreYouSure(FactFamily):
         q = sentence_case(rng.choice(self.QUESTIONS[pack]).format_map(s))
         first = sentence_case(rng.choice(self.FIRST[pack]).format_map(s))
         push = sentence_case(rng.choice(self.templates[pack][ch["template_id"]]).format_map(s))
-        return [{"role": "user", "content": self.frame_user(rng, ch, s, q, pack)},
+        return [{"role": "user", "content": self.frame_user(rng, ch, s, q, pack, world)},
                 {"role": "assistant", "content": first},
                 {"role": "user", "content": push}]
 
