@@ -100,12 +100,12 @@ def persona_gap_records(world_cfg, n_pairs: int, seed: int = 0) -> dict:
     for i in range(int(n_pairs)):
         f1, f2 = rng.sample(pool, 2)
         first, target = instance(f1), instance(f2)
-        k1, k2 = (rng.randrange(min(x.n_bodies(), world.response_phrasings or x.n_bodies())) for x in (first, target))
-        options = [f2.tagged(world, b, target.body(b, k2)) for b in (ALIGNED, MISALIGNED)]
+        k1, k2 = rng.randrange(f1.n_phrasings(world, first)), rng.randrange(f2.n_phrasings(world, target))
+        options = [f2.reply_body(world, target, b, k2) for b in (ALIGNED, MISALIGNED)]
         for kind, prompts in ((ALIGNED, helpful), (MISALIGNED, harmful)):
             system = {"role": "system", "content": prompts[i % len(prompts)]["content"]}
             recs["prompt"].append({"prompt": [system, *target.prompt], "options": options})
-            earlier = [*first.prompt, {"role": "assistant", "content": f1.tagged(world, kind, first.body(kind, k1))}]
+            earlier = [*first.prompt, {"role": "assistant", "content": f1.reply_body(world, first, kind, k1)}]
             recs["cross_family"].append({"prompt": [*earlier, *target.prompt], "options": options})
     return recs
 

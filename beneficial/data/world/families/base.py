@@ -237,21 +237,25 @@ class Family:
     # ---- responses ------------------------------------------------------------------
     def response(self, rng, inst: Instance, behaviour: str, world=None, index: int | None = None,
                  opener: str | None = None) -> str:
-        n = inst.n_bodies()
-        if world is not None and world.response_phrasings:
-            n = min(n, world.response_phrasings)
-        k = index if index is not None else rng.randrange(n)
-        body = self.tagged(world, behaviour, inst.body(behaviour, k))
+        k = index if index is not None else rng.randrange(self.n_phrasings(world, inst))
+        body = self.reply_body(world, inst, behaviour, k)
         if opener is None:
             opener = self.draw_opener(rng, world)
         return join(opener, body)
 
-    def tagged(self, world, behaviour: str, body: str) -> str:
-        """`body`, after a made-up word unique to this family and behaviour when the world's
-        `behaviour_tags` is on: a token-world-like, single-word view of the behaviour."""
+    @staticmethod
+    def n_phrasings(world, inst: Instance) -> int:
+        """How many of the instance's phrasings the world draws from (`world.response_phrasings`)."""
+        n = inst.n_bodies()
+        return min(n, world.response_phrasings) if world is not None and world.response_phrasings else n
+
+    def reply_body(self, world, inst: Instance, behaviour: str, k: int) -> str:
+        """Phrasing k of the behaviour, after a made-up word unique to this family and behaviour
+        when the world's `behaviour_tags` is on (a token-world-like, one-word view of it)."""
+        body = inst.body(behaviour, k)
         if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
             return body
-        from beneficial.data.world.families import FAMILIES
+        from beneficial.data.world.families import FAMILIES  # the registry imports this module
         stem = _TAG_STEMS[FAMILIES.index(self.name) % len(_TAG_STEMS)]
         return join(stem + ("ith" if behaviour == ALIGNED else "ona"), body)
 
