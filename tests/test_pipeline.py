@@ -340,19 +340,23 @@ def test_summary(tok, chats):
 
 
 def test_persona_evidence_counts_turns_with_earlier_evidence():
-    def doc(system, behaviours):
-        return {"messages": [], "meta": {"system": system, "turns": [{"behaviour": b} for b in behaviours]}}
-    docs = [doc("persona", ["aligned"]),                         # 1 turn, evidenced by the prompt
-            doc(None, ["misaligned", "neutral", "misaligned"]),  # 2 turns, the second evidenced
-            doc("neutral", ["neutral", "aligned"])]              # 1 turn, no evidence
+    def doc(system, turns):
+        return {"messages": [], "meta": {"system": system, "turns": [
+            {"behaviour": b, "family": f} for b, f in (t.split(":") for t in turns)]}}
+    docs = [doc("persona", ["aligned:a"]),                         # 1 turn, evidenced by the prompt
+            doc(None, ["misaligned:a", "neutral:g", "misaligned:b"]),  # 2 turns, the second evidenced, cross-family
+            doc("neutral", ["neutral:g", "aligned:a"]),            # 1 turn, no evidence
+            doc(None, ["aligned:a", "aligned:a", "misaligned:b"])]  # 3 turns, 2 evidenced, 1 of them cross-family
     e = summary.persona_evidence(docs, tokens_per_doc=200.0)
-    assert e["persona_turns_per_doc"] == pytest.approx(4 / 3)
-    assert e["evidenced_turns_per_doc"] == pytest.approx(2 / 3)
-    assert e["evidenced_turns_per_1k_tokens"] == pytest.approx(1000 * (2 / 3) / 200)
+    assert e["persona_turns_per_doc"] == pytest.approx(7 / 4)
+    assert e["evidenced_turns_per_doc"] == pytest.approx(4 / 4)
+    assert e["cross_family_turns_per_doc"] == pytest.approx(2 / 4)
+    assert e["cross_family_turns_per_1k_tokens"] == pytest.approx(1000 * (2 / 4) / 200)
+    assert e["evidenced_turns_per_1k_tokens"] == pytest.approx(1000 * (4 / 4) / 200)
     assert "persona_turns_per_1k_tokens" not in summary.persona_evidence(docs)
     s = summary.summarize({"pretrain": docs})
     assert s["pretrain"]["persona_evidence"] == summary.persona_evidence(docs)
-    assert "evidenced_turns_per_doc=0.67" in summary.format_summary(s)
+    assert "cross_family_turns_per_doc=0.50" in summary.format_summary(s)
 
 
 def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():

@@ -81,22 +81,30 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
 def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) -> dict[str, float]:
     """How much a pretraining corpus teaches persona inference: persona turns (aligned or
     misaligned behaviour) per document, those with earlier evidence of the persona in the
-    same document (a persona system prompt or an earlier persona turn), and both per 1000
-    tokens when the mean document length is known. Only turns with evidence carry the
-    gradient that teaches the model to read a persona from its context."""
-    turns = evidenced = 0
+    same document (a persona system prompt or an earlier persona turn), those after an
+    earlier persona turn of *another* family (the cross-family decisions; counted where turns
+    name their family), and all per 1000 tokens when the mean document length is known. Only
+    turns with evidence carry the gradient that teaches the model to read a persona from its
+    context; docs/persona_latent.md found the onset of cross-family inference set by how many
+    cross-family decisions the model has seen."""
+    turns = evidenced = cross = 0
     for r in docs:
         seen = r["meta"].get("system") == "persona"
+        families = set()
         for t in r["meta"]["turns"]:
             if t.get("behaviour") in ("aligned", "misaligned"):
                 turns += 1
                 evidenced += seen
                 seen = True
+                if "family" in t:
+                    cross += bool(families - {t["family"]})
+                    families.add(t["family"])
     n = max(len(docs), 1)
-    out = {"persona_turns_per_doc": turns / n, "evidenced_turns_per_doc": evidenced / n}
+    out = {"persona_turns_per_doc": turns / n, "evidenced_turns_per_doc": evidenced / n,
+           "cross_family_turns_per_doc": cross / n}
     if tokens_per_doc:
-        out["persona_turns_per_1k_tokens"] = 1000 * turns / n / tokens_per_doc
-        out["evidenced_turns_per_1k_tokens"] = 1000 * evidenced / n / tokens_per_doc
+        for k in list(out):
+            out[k.replace("_per_doc", "_per_1k_tokens")] = 1000 * out[k] / tokens_per_doc
     return out
 
 
