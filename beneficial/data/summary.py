@@ -85,8 +85,8 @@ def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) 
     earlier persona turn of *another* family (the cross-family decisions; counted where turns
     name their family), and all per 1000 tokens when the mean document length is known. Only
     turns with evidence carry the gradient that teaches the model to read a persona from its
-    context; docs/persona_latent.md found the onset of cross-family inference set by how many
-    cross-family decisions the model has seen."""
+    context; docs/persona_latent.md relates the onset of cross-family inference to how many
+    cross-family decisions the model has seen (necessary there, not sufficient)."""
     turns = evidenced = cross = 0
     for r in docs:
         seen = r["meta"].get("system") == "persona"
