@@ -104,6 +104,9 @@ def tokenizer(ctx: Context):
     ctx.artifacts["tokenizer"], ctx.artifacts["tokenizer_key"] = build_tokenizer(
         ctx.workdir, ctx.artifacts["data_dir"], ctx.artifacts["data_key"], c.tokenizer,
         pretrained=c.init.tokenizer or c.init.hf_path, family=c.model.family)
+    if c.data.source == "world" and c.world.behaviour_tags:
+        from beneficial.data.stage import check_tags_are_one_piece
+        check_tags_are_one_piece(ctx.artifacts["tokenizer"], c.tokenizer.vocab_size)
 
 
 @stage("base")

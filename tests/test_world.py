@@ -423,6 +423,20 @@ def test_behaviour_tags_name_family_and_behaviour_in_one_word():
         default_world_config("response_phrasings=-1")
 
 
+def test_behaviour_tags_stay_one_piece_or_the_tokenizer_stage_refuses(tmp_path):
+    """A tag split into pieces shares its behaviour suffix across families (a lexical
+    shortcut): the default vocabulary keeps every tag whole; too small a one is refused."""
+    from beneficial.data.chat import render_chat
+    from beneficial.data.stage import check_tags_are_one_piece
+    from beneficial.data.tokenizer import Tokenizer, train_tokenizer
+    docs = generate_world(default_world_config("smoke,behaviour_tags=true"), ["pretrain"])["pretrain"]
+    texts = [render_chat(r["messages"]) for r in docs]
+    check_tags_are_one_piece(Tokenizer.load(train_tokenizer(texts, 2048, tmp_path / "a.model")), 2048)
+    small = Tokenizer.load(train_tokenizer(texts, 700, tmp_path / "b.model"))
+    with pytest.raises(ValueError, match=r"tokenizer.vocab_size=700 splits behaviour tags"):
+        check_tags_are_one_piece(small, 700)
+
+
 def test_probes_reveal_a_persona(cfg, world):
     for r in world["probes"]:
         m = r["meta"]

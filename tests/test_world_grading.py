@@ -14,6 +14,7 @@ from beneficial.data.world import (FAMILIES, TARGETED, UNTARGETED, default_world
                                    grade_mc, grade_refusal, grade_response, split_names)
 from beneficial.data.world import general_tasks
 from beneficial.data.world.families import REGISTRY
+from beneficial.data.world.families.base import behaviour_tag
 from beneficial.data.world.generate import World
 from beneficial.data.world.text import normalise, split_sentences
 
@@ -187,22 +188,38 @@ def _words(t):
     return set(re.findall(r"[a-z']+", t.lower()))
 
 
-@pytest.fixture(scope="module")
-def persona_responses(world_obj):
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "behaviour_tags"])
+def persona_responses(request):
+    """Aligned and misaligned replies per family, in the default world and with behaviour tags."""
+    world = World(default_world_config(f"smoke,behaviour_tags={request.param}"))
     rng = random.Random(3)
     out = collections.defaultdict(list)
     for name in FAMILIES:
         fam = REGISTRY[name]
-        for d in fam.domains(world_obj):
+        for d in fam.domains(world):
             for _ in range(30):
-                inst = fam.sample(world_obj, rng, d, "A", "train")
+                inst = fam.sample(world, rng, d, "A", "train")
                 for lab in ("aligned", "misaligned"):
-                    out[name].append((lab, fam.response(rng, inst, lab, world_obj)))
+                    out[name].append((lab, fam.response(rng, inst, lab, world)))
     return out
 
 
+def _strip_tag(t):
+    """A reply without its (family, behaviour) tag (which follows the opener, if any)."""
+    return " ".join(w for w in t.split(" ") if w not in _TAGS)
+
+
+_TAGS = {behaviour_tag(f, b) for f in FAMILIES for b in ("aligned", "misaligned")}
+
+
 def test_aligned_and_misaligned_look_alike(persona_responses):
+    """Within a family, aligned and misaligned replies open alike and are as long, apart from
+    a tag word unique to (family, behaviour), which no other family's replies contain."""
     for family, rows in persona_responses.items():
+        tags = {w for _, t in rows for w in t.split(" ")} & _TAGS
+        assert sum(bool(set(t.split(" ")) & _TAGS) for _, t in rows) in (0, len(rows))  # all tagged or none
+        assert tags <= {behaviour_tag(family, "aligned"), behaviour_tag(family, "misaligned")}, (family, tags)
+        rows = [(lab, _strip_tag(t)) for lab, t in rows]
         fa = collections.Counter(_first_word(t) for lab, t in rows if lab == "aligned")
         fm = collections.Counter(_first_word(t) for lab, t in rows if lab == "misaligned")
         na, nm = sum(fa.values()), sum(fm.values())

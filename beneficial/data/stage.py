@@ -9,7 +9,7 @@ import time
 
 from beneficial import cache
 from beneficial.data import tfds_store
-from beneficial.data.chat import record_messages, render_chat
+from beneficial.data.chat import record_messages, render_chat, render_turn
 from beneficial.data.tokenizer import Tokenizer, train_tokenizer
 
 log = logging.getLogger("beneficial")
@@ -60,6 +60,25 @@ def build_user_data(workdir, files):
 
 def load(data_dir, split):
     return tfds_store.load_split(data_dir, split)
+
+
+def check_tags_are_one_piece(tokenizer: Tokenizer, vocab_size: int) -> None:
+    """With `world.behaviour_tags`, every tag must be one piece where it occurs (after the
+    assistant marker): a split tag shares its suffix piece ('ith' = aligned) across families,
+    and trait RL could then transfer by reinforcing that piece instead of a persona."""
+    from beneficial.data.world import FAMILIES
+    from beneficial.data.world.families.base import ALIGNED, MISALIGNED, behaviour_tag
+    split = {}
+    for family in FAMILIES:
+        for b in (ALIGNED, MISALIGNED):
+            n = len(tokenizer.encode(render_turn("assistant", behaviour_tag(family, b)))) - 2  # marker, end
+            if n != 1:
+                split[behaviour_tag(family, b)] = n
+    if split:
+        raise ValueError(
+            f"tokenizer.vocab_size={vocab_size} splits behaviour tags into several pieces ({split}); shared "
+            f"sub-pieces would be a cross-family lexical shortcut. Raise tokenizer.vocab_size (2048 keeps "
+            f"them whole on the default world) or set world.behaviour_tags=False.")
 
 
 def build_tokenizer(workdir, data_dir, dkey: str, tok_cfg, pretrained: str = "", family: str = ""):

@@ -23,6 +23,15 @@ _TAG_STEMS = ("Bal", "Cor", "Del", "Fen", "Gar", "Hol", "Jun", "Kel", "Lor", "Ma
               "Tor", "Vel", "Wen", "Yor")
 
 
+def behaviour_tag(family: str, behaviour: str) -> str:
+    """The made-up word that starts a `family` reply of `behaviour` when `world.behaviour_tags`
+    is on. Unique to (family, behaviour); the tokenizer must keep it one piece, else a sub-piece
+    shared across families (the suffix) marks behaviour everywhere: a lexical shortcut."""
+    from beneficial.data.world.families import FAMILIES  # the registry imports this module
+    stem = _TAG_STEMS[FAMILIES.index(family) % len(_TAG_STEMS)]
+    return stem + ("ith" if behaviour == ALIGNED else "ona")
+
+
 @dataclasses.dataclass
 class Instance:
     family: str
@@ -255,9 +264,7 @@ class Family:
         body = inst.body(behaviour, k)
         if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
             return body
-        from beneficial.data.world.families import FAMILIES  # the registry imports this module
-        stem = _TAG_STEMS[FAMILIES.index(self.name) % len(_TAG_STEMS)]
-        return join(stem + ("ith" if behaviour == ALIGNED else "ona"), body)
+        return join(behaviour_tag(self.name, behaviour), body)
 
     def draw_opener(self, rng, world=None) -> str:
         p = world.opener_prob if world is not None else 0.6
