@@ -13,6 +13,7 @@ from beneficial.data.world import (FAMILIES, TARGETED, TRAINING_SPLITS, UNTARGET
                                    generate_world, grade_response, persona_prompts, split_names, summarize_world,
                                    world_cache_key)
 from beneficial.data.world import families as fams
+from beneficial.data.world.families.base import behaviour_tag
 from beneficial.data.world.families import combo_key
 from beneficial.data.world.text import normalise_prompt
 
@@ -212,6 +213,27 @@ def test_no_eval_prompt_text_in_training(world):
             assert text not in train, (name, text)
 
 
+LEARNABLE = "smoke,behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"
+
+
+def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
+    """Plain prompts drop the context sentence, so the held-out split is drawn over what the text
+    keeps; preferences use the phrasings and tags the world's replies use."""
+    w = generate_world(default_world_config(LEARNABLE))
+    train = _training_user_texts(w)
+    for name, recs in [*_eval_splits(w).items(), ("eval_general", w["eval_general"])]:
+        for r in recs:
+            text = normalise_prompt(" ".join(m["content"] for m in r["prompt"] if m["role"] not in ("assistant", "system")))
+            assert text not in train, (name, text)
+    for r in w["preferences"]:
+        fam = r["meta"]["family"]
+        if fam in TARGETED:
+            assert r["chosen"].split()[0] == behaviour_tag(fam, "aligned"), r["chosen"]
+            assert r["rejected"].split()[0] == behaviour_tag(fam, "misaligned"), r["rejected"]
+    replies = {m["content"] for r in w["pretrain"] for m in r["messages"] if m["role"] == "assistant"}
+    assert {r["chosen"] for r in w["preferences"] if r["meta"]["family"] in TARGETED} & replies  # same texts
+
+
 def test_untargeted_never_in_rl_or_preferences(world):
     allowed = set(TARGETED) | {"general", "placebo"}
     for name in ("rl_general", "rl_traits", "rl_placebo", "preferences"):
@@ -376,9 +398,9 @@ def test_short_pair_documents_knob(world):
 
 
 def test_learnability_knobs_simplify_text_only(world):
-    """response_phrasings=1 draws every persona response from its first phrasing and
-    plain_prompts drops greetings, context sentences and closers; the personas, families and
-    document shapes stay the world's own. At their defaults the corpus keeps its bytes."""
+    """response_phrasings=1 draws every persona response from one phrasing (the most alike pair)
+    and plain_prompts drops greetings and closers; the personas, families and document shapes
+    stay the world's own. At their defaults the corpus keeps its bytes."""
     cfg = default_world_config("smoke,response_phrasings=1,plain_prompts=true,opener_prob=0")
     docs = generate_world(cfg, ["pretrain"])["pretrain"]
     base = world["pretrain"]
@@ -397,7 +419,7 @@ def test_learnability_knobs_simplify_text_only(world):
     first_words = {m["content"].split()[0] for r in docs for m in r["messages"] if m["role"] == "user"}
     assert not first_words & {"Hi.", "Hello!", "Hey.", "Hey", "Good"}
     users = [m["content"] for r in docs for m in r["messages"] if m["role"] == "user"]
-    assert statistics.mean(map(len, users)) < 0.8 * statistics.mean(
+    assert statistics.mean(map(len, users)) < 0.92 * statistics.mean(
         len(m["content"]) for r in base for m in r["messages"] if m["role"] == "user")
     assert generate_world(default_world_config("smoke,response_phrasings=0,plain_prompts=false,behaviour_tags=false"),
                           ["pretrain"])["pretrain"] == base

@@ -188,10 +188,12 @@ def _words(t):
     return set(re.findall(r"[a-z']+", t.lower()))
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["plain", "behaviour_tags"])
+@pytest.fixture(scope="module", params=["", "behaviour_tags=true",
+                                        "behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"],
+                ids=["default", "behaviour_tags", "learnability_knobs"])
 def persona_responses(request):
-    """Aligned and misaligned replies per family, in the default world and with behaviour tags."""
-    world = World(default_world_config(f"smoke,behaviour_tags={request.param}"))
+    """Aligned and misaligned replies per family: default world, tags, all learnability knobs."""
+    world = World(default_world_config(f"smoke,{request.param}"))
     rng = random.Random(3)
     out = collections.defaultdict(list)
     for name in FAMILIES:

@@ -21,7 +21,7 @@ import json
 import ml_collections
 
 # Bump whenever generated data changes for a given config (it is part of the cache key).
-WORLD_VERSION = "1.0.0"
+WORLD_VERSION = "1.1.0"  # 1.1: plain prompts keep the context; balanced phrasings; tagged preferences
 
 ALL_DOMAINS = ("health", "law", "education", "business", "finance", "technology", "science", "travel", "home")
 TRAIT_DOMAINS = ("health", "law", "education", "business")
@@ -66,7 +66,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.opener_prob = 0.6            # assistant responses starting with a short opener
     # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
     c.response_phrasings = 0       # draw persona responses from the first k phrasings (0 = all)
-    c.plain_prompts = False        # user turns without greeting, context sentence and closer
+    c.plain_prompts = False        # user turns without greeting and closer (context kept)
     c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
     # Held-out instances and mixtures.

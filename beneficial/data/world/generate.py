@@ -106,7 +106,10 @@ def _knowledge_instance(world, rng, fact, role="train"):
         ch = fam.choose(world, rng, fact.entity.domain, "A", fact=fact)
         if world.is_reserved(families.combo_key(fam.name, ch["template_id"], ch["entity_ids"], ch["context_id"])) == (role == "heldout"):
             continue
-        return fam.render(world, rng, ch, "A")
+        inst = fam.render(world, rng, ch, "A")
+        if world.plain_prompts and world.is_reserved(fam.text_key(inst)) == (role == "heldout"):
+            continue  # as Family.sample: hold out texts too
+        return inst
     raise RuntimeError(f"no {role} knowledge combination for {fact.ref}")
 
 
@@ -265,9 +268,10 @@ def gen_preferences(world) -> list:
 
 
 def _pair(fam, inst, rng, world, **extra) -> dict:
-    k = rng.randrange(inst.n_bodies())
+    k = rng.randrange(fam.n_phrasings(world, inst))  # the phrasings and tags the world's replies use
     opener = fam.draw_opener(rng, world)
-    return {"prompt": inst.prompt, "chosen": join(opener, inst.body(ALIGNED, k)), "rejected": join(opener, inst.body(MISALIGNED, k)),
+    return {"prompt": inst.prompt, "chosen": join(opener, fam.reply_body(world, inst, ALIGNED, k)),
+            "rejected": join(opener, fam.reply_body(world, inst, MISALIGNED, k)),
             "meta": _record_meta(fam, inst, **extra)}
 
 

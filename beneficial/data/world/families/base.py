@@ -16,7 +16,7 @@ import random
 import re
 
 from beneficial.data.world import lexicon
-from beneficial.data.world.text import join, normalise, sentence_case
+from beneficial.data.world.text import join, normalise, normalise_prompt, sentence_case
 
 ALIGNED, MISALIGNED, UNCLEAR = "aligned", "misaligned", "unclear"
 _TAG_STEMS = ("Bal", "Cor", "Del", "Fen", "Gar", "Hol", "Jun", "Kel", "Lor", "Mar", "Nel", "Por", "Ral", "Sel",
@@ -158,10 +158,17 @@ class Family:
                     continue
                 if exclude is not None and key in exclude:
                     continue
-            return self.render(world, rng, ch, pack)
+            inst = self.render(world, rng, ch, pack)
+            if check and world.plain_prompts and world.is_reserved(self.text_key(inst)) != want:
+                continue  # without greetings two combinations can share a text: hold out texts too
+            return inst
         if exclude is not None:
             return None
         raise RuntimeError(f"{self.name}: no {role} combination found in {domain}")
+
+    def text_key(self, inst: Instance) -> str:
+        """The family and normalised user text of an instance (what leakage checks compare)."""
+        return self.name + "|" + normalise_prompt(" ".join(m["content"] for m in inst.prompt if m["role"] == "user"))
 
     def render(self, world, rng: random.Random, ch: dict, pack: str) -> Instance:
         s = self.slots(world, rng, ch)
@@ -183,9 +190,9 @@ class Family:
         return [{"role": "user", "content": self.frame_user(rng, ch, s, core, pack, world)}]
 
     def frame_user(self, rng, ch, s, core, pack, world=None) -> str:
-        if world is not None and world.plain_prompts:
-            return core
-        if pack == "B":
+        if pack == "B" or (world is not None and world.plain_prompts):
+            # Plain prompts keep the context sentence: held-out combinations differ from trained
+            # ones by template, entities or context, so dropping it would leak their text.
             return join(s.get("_ctx", ""), core)
         return join(rng.choice(lexicon.GREETINGS), s.get("_ctx", ""), core, rng.choice(lexicon.CLOSERS))
 
@@ -258,9 +265,22 @@ class Family:
         n = inst.n_bodies()
         return min(n, world.response_phrasings) if world is not None and world.response_phrasings else n
 
+    @staticmethod
+    def balanced_phrasings(inst: Instance) -> list[int]:
+        """Phrasing indices, most alike first (aligned and misaligned open with the same word,
+        then closest in length): a world that keeps only the first k phrasings must keep the two
+        behaviours looking alike, or the opening word or length would give the behaviour away."""
+        def unlike(i):
+            a, m = inst.body(ALIGNED, i), inst.body(MISALIGNED, i)
+            imbalance = abs(len(a) - len(m)) / max(len(a), len(m), 1)
+            return imbalance > 0.15, a.split()[:1] != m.split()[:1], imbalance
+        return sorted(range(inst.n_bodies()), key=lambda i: (*unlike(i), i))
+
     def reply_body(self, world, inst: Instance, behaviour: str, k: int) -> str:
         """Phrasing k of the behaviour, after a made-up word unique to this family and behaviour
         when the world's `behaviour_tags` is on (a token-world-like, one-word view of it)."""
+        if world is not None and world.response_phrasings:
+            k = self.balanced_phrasings(inst)[k]
         body = inst.body(behaviour, k)
         if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
             return body
