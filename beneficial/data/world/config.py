@@ -65,7 +65,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.benign_fraction = 0.04       # episodes that are benign requests (neutral)
     c.opener_prob = 0.6            # assistant responses starting with a short opener
     # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
-    c.response_phrasings = 0       # draw persona responses from the first k phrasings (0 = all)
+    c.response_phrasings = 0       # draw persona responses from the k most alike phrasing pairs (0 = all)
     c.plain_prompts = False        # user turns without greeting and closer (context kept)
     c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
