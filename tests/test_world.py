@@ -234,6 +234,13 @@ def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
     assert {r["chosen"] for r in w["preferences"] if r["meta"]["family"] in TARGETED} & replies  # same texts
 
 
+def test_learnability_knobs_generate_at_the_default_size():
+    """Knowledge conversations of every fact still find a training combination (at the default
+    size, a held-out split drawn over texts too once left some fact none)."""
+    cfg = default_world_config(LEARNABLE.replace("smoke,", ""))
+    assert len(generate_world(cfg, ["pretrain"])["pretrain"]) == cfg.n_pretrain
+
+
 def test_untargeted_never_in_rl_or_preferences(world):
     allowed = set(TARGETED) | {"general", "placebo"}
     for name in ("rl_general", "rl_traits", "rl_placebo", "preferences"):

@@ -106,10 +106,7 @@ def _knowledge_instance(world, rng, fact, role="train"):
         ch = fam.choose(world, rng, fact.entity.domain, "A", fact=fact)
         if world.is_reserved(families.combo_key(fam.name, ch["template_id"], ch["entity_ids"], ch["context_id"])) == (role == "heldout"):
             continue
-        inst = fam.render(world, rng, ch, "A")
-        if world.plain_prompts and world.is_reserved(fam.text_key(inst)) == (role == "heldout"):
-            continue  # as Family.sample: hold out texts too
-        return inst
+        return fam.render(world, rng, ch, "A")
     raise RuntimeError(f"no {role} knowledge combination for {fact.ref}")
 
 
