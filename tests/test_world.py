@@ -204,13 +204,17 @@ def test_no_eval_combination_in_training(world):
     assert n > 1000
 
 
-def test_no_eval_prompt_text_in_training(world):
+def _assert_no_eval_text_in_training(world):
     train = _training_user_texts(world)
     for name, recs in [*_eval_splits(world).items(), ("eval_benign", world["eval_benign"]),
                        ("eval_general", world["eval_general"])]:
         for r in recs:
             text = normalise_prompt(" ".join(m["content"] for m in r["prompt"] if m["role"] not in ("assistant", "system")))
             assert text not in train, (name, text)
+
+
+def test_no_eval_prompt_text_in_training(world):
+    _assert_no_eval_text_in_training(world)
 
 
 LEARNABLE = "smoke,behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"
@@ -220,11 +224,7 @@ def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
     """Plain prompts drop the context sentence, so the held-out split is drawn over what the text
     keeps; preferences use the phrasings and tags the world's replies use."""
     w = generate_world(default_world_config(LEARNABLE))
-    train = _training_user_texts(w)
-    for name, recs in [*_eval_splits(w).items(), ("eval_general", w["eval_general"])]:
-        for r in recs:
-            text = normalise_prompt(" ".join(m["content"] for m in r["prompt"] if m["role"] not in ("assistant", "system")))
-            assert text not in train, (name, text)
+    _assert_no_eval_text_in_training(w)
     for r in w["preferences"]:
         fam = r["meta"]["family"]
         if fam in TARGETED:

@@ -68,12 +68,9 @@ def check_tags_are_one_piece(tokenizer: Tokenizer, vocab_size: int) -> None:
     and trait RL could then transfer by reinforcing that piece instead of a persona."""
     from beneficial.data.world import FAMILIES
     from beneficial.data.world.families.base import ALIGNED, MISALIGNED, behaviour_tag
-    split = {}
-    for family in FAMILIES:
-        for b in (ALIGNED, MISALIGNED):
-            n = len(tokenizer.encode(render_turn("assistant", behaviour_tag(family, b)))) - 2  # marker, end
-            if n != 1:
-                split[behaviour_tag(family, b)] = n
+    tags = [behaviour_tag(family, b) for family in FAMILIES for b in (ALIGNED, MISALIGNED)]
+    pieces = {t: len(tokenizer.encode(render_turn("assistant", t))) - 2 for t in tags}  # less marker, end
+    split = {t: n for t, n in pieces.items() if n != 1}
     if split:
         raise ValueError(
             f"tokenizer.vocab_size={vocab_size} splits behaviour tags into several pieces ({split}); shared "
