@@ -114,3 +114,18 @@ def test_packed_documents_do_not_learn_across_boundaries():
     only2 = dict(batch, loss_mask=jnp.array([[0] * 6 + [1] * 6], jnp.int32))
     np.testing.assert_allclose(float(lm.next_token_loss(graphdef, params, only2)[0]),
                                float(lm.next_token_loss(graphdef, params, alone)[0]), rtol=1e-5)
+
+
+def test_wsd_schedule_warms_holds_then_cools_to_the_final_fraction():
+    from beneficial.train.optim import learning_rate_schedule
+    lr = learning_rate_schedule(3e-3, total_steps=1000, warmup_steps=100, decay="wsd", final_fraction=0.1,
+                                cooldown_fraction=0.2)
+    at = lambda step: float(lr(step))
+    assert at(0) == 0.0 and at(50) == pytest.approx(1.5e-3)
+    assert at(100) == at(500) == at(800) == pytest.approx(3e-3)       # stable until the last 20%
+    assert at(900) == pytest.approx(3e-3 * 0.55)                       # halfway down the cooldown
+    assert at(1000) == at(5000) == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="cooldown_fraction=0"):
+        learning_rate_schedule(1.0, 10, 1, decay="wsd", cooldown_fraction=0)
+    with pytest.raises(ValueError, match="decay='step'"):
+        learning_rate_schedule(1.0, 10, 1, decay="step")
