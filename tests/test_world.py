@@ -404,13 +404,13 @@ def test_short_pair_documents_knob(world):
         default_world_config("short_prompt_doc_fraction=0.6,short_pair_doc_fraction=0.6")
 
 
-def test_learnability_knobs_simplify_text_only():
+def test_learnability_knobs_simplify_text_only(world):
     """response_phrasings=1 draws every persona response from one phrasing (the most alike pair)
     and plain_prompts drops greetings and closers; the personas, families and document shapes
-    stay the natural-text world's own."""
-    cfg = default_world_config("smoke,natural,response_phrasings=1,plain_prompts=true,opener_prob=0")
+    stay the world's own. At their defaults the corpus keeps its bytes."""
+    cfg = default_world_config("smoke,response_phrasings=1,plain_prompts=true,opener_prob=0")
     docs = generate_world(cfg, ["pretrain"])["pretrain"]
-    base = generate_world(default_world_config("smoke,natural"), ["pretrain"])["pretrain"]
+    base = world["pretrain"]
     assert len(docs) == len(base)
     def persona_replies(corpus):
         return [(t["family"], t["behaviour"], r["messages"][t["span"][1] - 1]["content"])
@@ -428,10 +428,8 @@ def test_learnability_knobs_simplify_text_only():
     users = [m["content"] for r in docs for m in r["messages"] if m["role"] == "user"]
     assert statistics.mean(map(len, users)) < 0.92 * statistics.mean(
         len(m["content"]) for r in base for m in r["messages"] if m["role"] == "user")
-    # The default world is the natural one with these knobs, behaviour tags and four episodes a document.
-    knobs = default_world_config("natural,response_phrasings=1,plain_prompts=true,opener_prob=0,behaviour_tags=true")
-    knobs.turn_weights = (0, 0, 0, 1)
-    assert knobs == default_world_config()
+    assert generate_world(default_world_config("smoke,response_phrasings=0,plain_prompts=false,behaviour_tags=false"),
+                          ["pretrain"])["pretrain"] == base
 
 
 def test_behaviour_tags_name_family_and_behaviour_in_one_word():
@@ -491,12 +489,12 @@ def test_sft_splits_pair_up(world):
 
 
 def test_lengths_are_short(world):
-    """Conversations (a document's episodes) stay short: WORLD.md's "most under ~150 tokens"."""
-    episodes = [sum(len(m["content"]) for m in r["messages"][slice(*t["span"])])
-                for r in world["pretrain"] for t in r["meta"]["turns"]]
-    assert statistics.median(episodes) < 300 and max(episodes) < 700
     docs = [sum(len(m["content"]) for m in r["messages"]) for r in world["pretrain"]]
-    assert statistics.median(docs) < 1200  # four episodes and an optional system prompt
+    assert statistics.median(docs) < 600 and sum(d <= 600 for d in docs) / len(docs) > 0.55
+    for r in world["pretrain"]:
+        for t in r["meta"]["turns"]:
+            a, b = t["span"]
+            assert sum(len(m["content"]) for m in r["messages"][a:b]) < 700
 
 
 def test_default_world_meets_benchmark_sizes():

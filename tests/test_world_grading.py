@@ -188,11 +188,11 @@ def _words(t):
     return set(re.findall(r"[a-z']+", t.lower()))
 
 
-@pytest.fixture(scope="module", params=["natural", "natural,behaviour_tags=true", ""],
-                ids=["natural_text", "natural_text_with_tags", "default"])
+@pytest.fixture(scope="module", params=["", "behaviour_tags=true",
+                                        "behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"],
+                ids=["default", "behaviour_tags", "learnability_knobs"])
 def persona_responses(request):
-    """Aligned and misaligned replies per family: natural text, natural text with tags, the
-    default (simplified text with tags)."""
+    """Aligned and misaligned replies per family: default world, tags, all learnability knobs."""
     world = World(default_world_config(f"smoke,{request.param}"))
     rng = random.Random(3)
     out = collections.defaultdict(list)

@@ -30,7 +30,7 @@ TRAITS = ("honesty", "epistemic_humility", "metacognitive_transparency", "corrig
 
 
 def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The default world; `arg` = 'smoke', 'natural' (NATURAL_TEXT) and/or 'key=value' pairs, comma separated
+    """The default world; `arg` = 'smoke' and/or 'key=value' pairs, comma separated
     (e.g. 'smoke,seed=3'); an unknown key is an error."""
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -54,7 +54,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Pretraining documents.
     c.max_turns = 4                # episodes (assistant turns of a family) per document
-    c.turn_weights = (0, 0, 0, 1)  # P(1..max_turns episodes); () -> uniform. Four: dense persona evidence
+    c.turn_weights = (0.45, 0.3, 0.15, 0.1)  # P(1..max_turns episodes); () -> uniform
     c.persona_prompt_fraction = 0.3   # documents starting with a persona system prompt
     c.persona_prompt_accuracy = 0.9   # P(persona prompt kind matches the document persona)
     c.neutral_prompt_fraction = 0.15  # documents starting with a neutral system prompt
@@ -63,13 +63,11 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.general_fraction = 0.2       # episodes that are general tasks (persona-neutral)
     c.knowledge_fraction = 0.08    # episodes that are knowledge-base conversations (neutral)
     c.benign_fraction = 0.04       # episodes that are benign requests (neutral)
-    c.opener_prob = 0.0            # assistant responses starting with a short opener
-    # Simplified text (docs/persona_latent.md "World 1.1 is the default"): the settings under which
-    # the small model learns cross-family persona inference on a CPU. NATURAL_TEXT (preset
-    # "natural") restores world 1.0's natural text.
-    c.response_phrasings = 1       # draw persona responses from the k most alike phrasing pairs (0 = all)
-    c.plain_prompts = True         # user turns without greeting and closer (context kept)
-    c.behaviour_tags = True        # persona responses start with a word naming family + behaviour
+    c.opener_prob = 0.6            # assistant responses starting with a short opener
+    # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
+    c.response_phrasings = 0       # draw persona responses from the k most alike phrasing pairs (0 = all)
+    c.plain_prompts = False        # user turns without greeting and closer (context kept)
+    c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
     # Held-out instances and mixtures.
     c.heldout_fraction = 0.15      # share of (template, entities, context) combos kept for eval
@@ -95,21 +93,13 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
     c.n_eval_general = 50
 
 
-# The natural-text world (world 1.0's default): varied phrasings, greetings, openers, 1-4 episodes.
-NATURAL_TEXT = dict(response_phrasings=0, plain_prompts=False, behaviour_tags=False, opener_prob=0.6,
-                    turn_weights=(0.45, 0.3, 0.15, 0.1))
-
-
 def _apply_arg(c: ml_collections.ConfigDict, arg: str) -> None:
     for tok in [t.strip() for t in arg.split(",") if t.strip()]:
         if tok == "smoke":
             _smoke(c)
             continue
-        if tok == "natural":
-            c.update(NATURAL_TEXT)
-            continue
         if "=" not in tok:
-            raise ValueError(f"world config: unknown preset {tok!r} (known: 'smoke', 'natural')")
+            raise ValueError(f"world config: unknown preset {tok!r} (known: 'smoke')")
         key, val = (s.strip() for s in tok.split("=", 1))
         if key not in c or isinstance(c[key], (list, tuple, ml_collections.ConfigDict)):
             raise KeyError(f"world config: unknown or non-scalar key {key!r}")
