@@ -221,8 +221,8 @@ LEARNABLE = "smoke,behaviour_tags=true,plain_prompts=true,response_phrasings=1,o
 
 
 def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
-    """Plain prompts drop the context sentence, so the held-out split is drawn over what the text
-    keeps; preferences use the phrasings and tags the world's replies use."""
+    """Plain prompts drop greeting and closer, so two combinations can share a text: the held-out
+    split is drawn over texts too; preferences use the phrasings and tags the world's replies use."""
     w = generate_world(default_world_config(LEARNABLE))
     _assert_no_eval_text_in_training(w)
     for r in w["preferences"]:
