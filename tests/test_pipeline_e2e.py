@@ -28,6 +28,8 @@ def test_treatment_and_baseline_smoke_share_stages_and_match_compute(tmp_path):
         assert f"{stage}: cached at" in log, stage
     cache = tmp_path / "cache"
     assert len(list(cache.glob("base-*"))) == 1 and len(list(cache.glob("reward-*"))) == 1
+    acc = json.loads(next(cache.glob("reward-*/report.json")).read_text())["heldout_accuracy"]
+    assert {"all", "family/general", "family/placebo"} <= set(acc) and any(k.startswith("task/") for k in acc)
     competence = json.loads(next(cache.glob("base-*/competence.json")).read_text())
     assert {"general_accuracy", "untargeted", "persona_prompt", "persona_inference", "persona_gap",
             "heldout_loss"} <= set(competence)

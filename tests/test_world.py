@@ -102,6 +102,20 @@ def test_cache_key_follows_knobs():
     assert world_cache_key(default_world_config("smoke")) == world_cache_key(base)
 
 
+def test_a_knob_added_at_its_byte_keeping_value_keeps_finished_stages_keys():
+    """context_sentences came after world 1.1's datasets were cached: at True (the world's bytes)
+    the data key is the key without the field, so finished bases stay cached; False is a new world."""
+    from beneficial import cache
+    from beneficial.data.stage import STORE_VERSION, data_key
+    c = default_world_config("smoke")
+    without = {k: v for k, v in c.to_dict().items() if k != "context_sentences"}
+    assert data_key(c) == cache.stage_key("data", without, f"{WORLD_VERSION}/{STORE_VERSION}")
+    c.plain_prompts, c.context_sentences = True, False
+    assert data_key(c) != data_key(default_world_config("smoke,plain_prompts=true"))
+    with pytest.raises(ValueError, match="context_sentences=False needs world.plain_prompts=True"):
+        default_world_config("context_sentences=false")
+
+
 def test_benchmark_suite_shape(cfg, world):
     specs = benchmark_specs(cfg)
     names = [s["name"] for s in specs]
@@ -218,12 +232,15 @@ def test_no_eval_prompt_text_in_training(world):
 
 
 LEARNABLE = "smoke,behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"
+NO_CONTEXT = ",context_sentences=false"
 
 
-def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
-    """Plain prompts drop greeting and closer, so two combinations can share a text: the held-out
-    split is drawn over texts too; preferences use the phrasings and tags the world's replies use."""
-    w = generate_world(default_world_config(LEARNABLE))
+@pytest.mark.parametrize("extra", ["", NO_CONTEXT])
+def test_learnability_knobs_keep_the_leakage_and_preference_invariants(extra):
+    """Plain prompts drop greeting and closer (and with context_sentences=False the context), so
+    two combinations can share a text: the held-out split is drawn over texts too; preferences use
+    the phrasings and tags the world's replies use."""
+    w = generate_world(default_world_config(LEARNABLE + extra))
     _assert_no_eval_text_in_training(w)
     for r in w["preferences"]:
         fam = r["meta"]["family"]
@@ -234,10 +251,11 @@ def test_learnability_knobs_keep_the_leakage_and_preference_invariants():
     assert {r["chosen"] for r in w["preferences"] if r["meta"]["family"] in TARGETED} & replies  # same texts
 
 
-def test_learnability_knobs_generate_at_the_default_size():
+@pytest.mark.parametrize("extra", ["", NO_CONTEXT])
+def test_learnability_knobs_generate_at_the_default_size(extra):
     """Knowledge conversations of every fact still find a training combination (at the default
     size, a held-out split drawn over texts too once left some fact none)."""
-    cfg = default_world_config(LEARNABLE.replace("smoke,", ""))
+    cfg = default_world_config(LEARNABLE.replace("smoke,", "") + extra)
     assert len(generate_world(cfg, ["pretrain"])["pretrain"]) == cfg.n_pretrain
 
 
@@ -497,16 +515,29 @@ def test_lengths_are_short(world):
             assert sum(len(m["content"]) for m in r["messages"][a:b]) < 700
 
 
-def test_default_world_meets_benchmark_sizes():
-    """The default config's evaluation splits: >= 400 distinct instances per benchmark."""
-    cfg = default_world_config()
+@pytest.mark.parametrize("arg", ["", LEARNABLE.replace("smoke,", "")])
+def test_default_world_meets_benchmark_sizes(arg):
+    """The default config's evaluation splits: >= 400 distinct instances per benchmark (also with
+    plain prompts, whose held-out split is drawn over texts too: distinct prompts, not only combinations)."""
+    cfg = default_world_config(arg)
     names = [f"eval/{s['name']}" for s in benchmark_specs(cfg)]
     evals = generate_world(cfg, names)
     for name in names:
         recs = evals[name]
         assert len(recs) >= 400, name
         assert len({r["meta"]["combo"] for r in recs}) == len(recs), name
+        if cfg.plain_prompts and "/internal/" in name and not name.endswith("/mc"):  # mc appends options
+            users = {normalise_prompt(" ".join(m["content"] for m in r["prompt"] if m["role"] == "user")) for r in recs}
+            assert len(users) == len(recs), name
     assert cfg.n_rl_traits % 24 == 0 and cfg.n_sft > 0
+
+
+def test_too_few_held_out_texts_for_the_benchmark_size_is_a_clear_error():
+    """Without context sentences a family has ~1000 user texts, ~150 held out: fewer than the
+    default 400 distinct prompts a benchmark needs, and the error names the knobs to change."""
+    cfg = default_world_config(LEARNABLE.replace("smoke,", "") + NO_CONTEXT)
+    with pytest.raises(RuntimeError, match="n_eval_per_benchmark=400.*context_sentences=True"):
+        generate_world(cfg, [f"eval/{s['name']}" for s in benchmark_specs(cfg)])
 
 
 def test_trait_and_domain_knobs():

@@ -20,7 +20,8 @@ TOKENIZER_VERSION = "1"
 
 def data_key(world_cfg) -> str:
     from beneficial.data.world import WORLD_VERSION
-    return cache.stage_key("data", world_cfg.to_dict(), f"{WORLD_VERSION}/{STORE_VERSION}")
+    from beneficial.data.world.config import key_fields
+    return cache.stage_key("data", key_fields(world_cfg), f"{WORLD_VERSION}/{STORE_VERSION}")
 
 
 def build_data(workdir, world_cfg):

@@ -89,7 +89,7 @@ def reward_key(config, base_key) -> str:
 
 
 def pairwise_accuracy(graphdef, params, tokenizer, source, section, mesh, rules):
-    """Held-out accuracy overall, per family and per domain."""
+    """Held-out accuracy overall, per family, per domain and per general task."""
     it = iter(preference_batches(source, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
                                  seed=0, num_epochs=1, drop_remainder=False))
     score = jax.jit(lambda p, b: (sequence_scores(graphdef, p, b["chosen_tokens"], b["chosen_last"]),
@@ -102,6 +102,8 @@ def pairwise_accuracy(graphdef, params, tokenizer, source, section, mesh, rules)
             by["all"].append(ok)
             by["family/" + str(meta.get("family"))].append(ok)
             by["domain/" + str(meta.get("domain"))].append(ok)
+            if meta.get("task"):  # general pairs: which tasks the model cannot yet tell apart
+                by["task/" + str(meta["task"])].append(ok)
     return {k: float(np.mean(v)) for k, v in sorted(by.items())}
 
 

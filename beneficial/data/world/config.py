@@ -67,6 +67,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
     c.response_phrasings = 0       # draw persona responses from the k most alike phrasing pairs (0 = all)
     c.plain_prompts = False        # user turns without greeting and closer (context kept)
+    c.context_sentences = True     # False: plain user turns drop the context sentence too (needs plain_prompts)
     c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
     # Held-out instances and mixtures.
@@ -123,6 +124,9 @@ def validate(c) -> None:
         raise ValueError("world.persona_prompt_fraction + neutral_prompt_fraction must be <= 1")
     if int(c.response_phrasings) < 0:
         raise ValueError(f"world.response_phrasings must be >= 0 (0 = all phrasings), got {c.response_phrasings}")
+    if not c.context_sentences and not c.plain_prompts:
+        raise ValueError("world.context_sentences=False needs world.plain_prompts=True (plain prompts hold out "
+                         "user texts, which keeps evaluation prompts out of training once the context is gone)")
     if c.short_prompt_doc_fraction + c.short_pair_doc_fraction > 1.0:
         raise ValueError("world.short_prompt_doc_fraction + short_pair_doc_fraction must be <= 1")
     if c.general_fraction + c.knowledge_fraction + c.benign_fraction >= 1.0:
@@ -162,7 +166,18 @@ def config_dict(c) -> dict:
     return json.loads(c.to_json()) if hasattr(c, "to_json") else json.loads(json.dumps(dict(c)))
 
 
+# Knobs added after WORLD_VERSION's datasets were cached, at the values that keep their bytes:
+# left out of the key there, so adding a knob does not orphan every finished stage.
+KEY_OMITTED_AT = {"context_sentences": True}
+
+
+def key_fields(c) -> dict:
+    """The config fields a cache key hashes: all of them, less KEY_OMITTED_AT's at those values."""
+    d = c.to_dict() if hasattr(c, "to_dict") else dict(c)
+    return {k: v for k, v in d.items() if k not in KEY_OMITTED_AT or v != KEY_OMITTED_AT[k]}
+
+
 def world_cache_key(c) -> str:
     """Hash of every config field and WORLD_VERSION: the datasets' cache key."""
-    blob = json.dumps({"version": WORLD_VERSION, "config": config_dict(c)}, sort_keys=True)
+    blob = json.dumps({"version": WORLD_VERSION, "config": json.loads(json.dumps(key_fields(c)))}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -32,6 +32,7 @@ class World:
         self.opener_prob = float(cfg.opener_prob)
         self.response_phrasings = int(cfg.response_phrasings)
         self.plain_prompts = bool(cfg.plain_prompts)
+        self.context_sentences = bool(cfg.context_sentences)
         self.behaviour_tags = bool(cfg.behaviour_tags)
         self.heldout_fraction = float(cfg.heldout_fraction)
 
@@ -348,8 +349,13 @@ def gen_benchmark(world, spec) -> list:
                 d0 += step
                 break
         else:
-            raise RuntimeError(f"benchmark {spec['name']}: only {len(out)} distinct instances of {n}")
+            raise RuntimeError(
+                f"benchmark {spec['name']}: only {len(out)} distinct held-out instances, world.n_eval_per_benchmark={n}; "
+                f"lower world.n_eval_per_benchmark or raise world.heldout_fraction"
+                + ("" if world.context_sentences else ", or keep world.context_sentences=True (more distinct texts)"))
         seen.add(inst.combo)
+        if world.plain_prompts:
+            seen.add(fam.text_key(inst))  # distinct prompts, not only distinct combinations
         meta = _record_meta(fam, inst, id=f"eval/{spec['name']}/{len(out)}", benchmark=spec["name"],
                             source=spec["source"], format=spec["format"])
         rec = {"prompt": inst.prompt, "meta": meta}

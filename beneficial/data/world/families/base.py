@@ -159,8 +159,12 @@ class Family:
                 if exclude is not None and key in exclude:
                     continue
             inst = self.render(world, rng, ch, pack)
-            if check and world.plain_prompts and world.is_reserved(self.text_key(inst)) != want:
-                continue  # without greetings two combinations can share a text: hold out texts too
+            if world is not None and world.plain_prompts:
+                # Without greetings two combinations can share a text: hold out texts too, and
+                # `exclude` (an evaluation's instances so far) holds texts as well as combinations.
+                text = self.text_key(inst)
+                if (check and world.is_reserved(text) != want) or (exclude is not None and text in exclude):
+                    continue
             return inst
         if exclude is not None:
             return None
@@ -191,8 +195,8 @@ class Family:
 
     def frame_user(self, rng, ch, s, core, pack, world=None) -> str:
         if pack == "B" or (world is not None and world.plain_prompts):
-            # Plain prompts keep the context sentence: held-out combinations differ from trained
-            # ones by template, entities or context, so dropping it would leak their text.
+            # Held-out combinations can differ from trained ones by their context alone, so
+            # plain prompts (which may drop it, world.context_sentences) hold out texts too.
             return join(s.get("_ctx", ""), core)
         return join(rng.choice(lexicon.GREETINGS), s.get("_ctx", ""), core, rng.choice(lexicon.CLOSERS))
 
@@ -242,8 +246,8 @@ class Family:
 
     def context_text(self, world, rng, context_id, ch=None) -> str:
         t = self.context_template(context_id)
-        if not t:
-            return ""
+        if not t or (not world.context_sentences and not context_id.startswith("b/")):
+            return ""  # without context sentences only the external pack keeps its backgrounds
         from beneficial.data.world.knowledge import FIRST_NAMES, TOWNS
         ch = ch or {}
         thing = world.kb.entity(ch["thing"]).name if "thing" in ch else "it"
