@@ -103,12 +103,12 @@ def test_cache_key_follows_knobs():
 
 
 def test_a_knob_added_at_its_byte_keeping_value_keeps_finished_stages_keys():
-    """context_sentences came after world 1.1's datasets were cached: at True (the world's bytes)
+    """context_sentences and alike_phrasings came after world 1.1's datasets were cached: at True (the world's bytes)
     the data key is the key without the field, so finished bases stay cached; False is a new world."""
     from beneficial import cache
     from beneficial.data.stage import STORE_VERSION, data_key
     c = default_world_config("smoke")
-    without = {k: v for k, v in c.to_dict().items() if k != "context_sentences"}
+    without = {k: v for k, v in c.to_dict().items() if k not in ("context_sentences", "alike_phrasings")}
     assert data_key(c) == cache.stage_key("data", without, f"{WORLD_VERSION}/{STORE_VERSION}")
     c.plain_prompts, c.context_sentences = True, False
     assert data_key(c) != data_key(default_world_config("smoke,plain_prompts=true"))
@@ -530,6 +530,24 @@ def test_default_world_meets_benchmark_sizes(arg):
             users = {normalise_prompt(" ".join(m["content"] for m in r["prompt"] if m["role"] == "user")) for r in recs}
             assert len(users) == len(recs), name
     assert cfg.n_rl_traits % 24 == 0 and cfg.n_sft > 0
+
+
+def test_alike_phrasings_false_takes_the_first_phrasings():
+    """alike_phrasings=False (a probe of world 1.0's one-phrasing text) keeps phrasings 0..k-1; the
+    default keeps the most alike pairs, and the two differ somewhere."""
+    import random
+    from beneficial.data.world.generate import World
+    alike = World(default_world_config("smoke,response_phrasings=1"))
+    first = World(default_world_config("smoke,response_phrasings=1,alike_phrasings=false"))
+    differ = 0
+    for name in TARGETED + UNTARGETED:
+        fam = fams.get(name)
+        inst = fam.sample(alike, random.Random(0), fam.domains(alike)[0], "A", "any")
+        assert fam.reply_body(first, inst, "aligned", 0) == inst.body("aligned", 0)
+        k = fam.balanced_phrasings(inst)[0]
+        assert fam.reply_body(alike, inst, "misaligned", 0) == inst.body("misaligned", k)
+        differ += k != 0
+    assert differ > 0
 
 
 def test_too_few_held_out_texts_for_the_benchmark_size_is_a_clear_error():

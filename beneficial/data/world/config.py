@@ -68,6 +68,7 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.response_phrasings = 0       # draw persona responses from the k most alike phrasing pairs (0 = all)
     c.plain_prompts = False        # user turns without greeting and closer (context kept)
     c.context_sentences = True     # False: plain user turns drop the context sentence too (needs plain_prompts)
+    c.alike_phrasings = True       # response_phrasings keeps the most alike pairs; False: the first k (world 1.0's probe)
     c.behaviour_tags = False       # persona responses start with a word naming family + behaviour
 
     # Held-out instances and mixtures.
@@ -168,7 +169,7 @@ def config_dict(c) -> dict:
 
 # Knobs added after WORLD_VERSION's datasets were cached, at the values that keep their bytes:
 # left out of the key there, so adding a knob does not orphan every finished stage.
-KEY_OMITTED_AT = {"context_sentences": True}
+KEY_OMITTED_AT = {"context_sentences": True, "alike_phrasings": True}
 
 
 def key_fields(c) -> dict:

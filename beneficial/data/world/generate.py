@@ -33,6 +33,7 @@ class World:
         self.response_phrasings = int(cfg.response_phrasings)
         self.plain_prompts = bool(cfg.plain_prompts)
         self.context_sentences = bool(cfg.context_sentences)
+        self.alike_phrasings = bool(cfg.alike_phrasings)
         self.behaviour_tags = bool(cfg.behaviour_tags)
         self.heldout_fraction = float(cfg.heldout_fraction)
 

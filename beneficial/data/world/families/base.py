@@ -283,7 +283,7 @@ class Family:
     def reply_body(self, world, inst: Instance, behaviour: str, k: int) -> str:
         """Phrasing k of the behaviour, after a made-up word unique to this family and behaviour
         when the world's `behaviour_tags` is on (a token-world-like, one-word view of it)."""
-        if world is not None and world.response_phrasings:
+        if world is not None and world.response_phrasings and world.alike_phrasings:
             k = self.balanced_phrasings(inst)[k]
         body = inst.body(behaviour, k)
         if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
