@@ -179,6 +179,6 @@ def key_fields(c) -> dict:
 
 
 def world_cache_key(c) -> str:
-    """Hash of every config field and WORLD_VERSION: the datasets' cache key."""
-    blob = json.dumps({"version": WORLD_VERSION, "config": json.loads(json.dumps(key_fields(c)))}, sort_keys=True)
+    """Hash of key_fields(c) and WORLD_VERSION: the datasets' cache key."""
+    blob = json.dumps({"version": WORLD_VERSION, "config": key_fields(c)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
