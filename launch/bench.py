@@ -54,6 +54,9 @@ _OMP_WAIT = flags.DEFINE_enum("omp_wait_policy", None, ["ACTIVE", "PASSIVE"],
                               "OMP_WAIT_POLICY for the runs (default: the libraries' own). "
                               "PASSIVE keeps torch's threads from spin-waiting on a shared "
                               "machine (a ~7x slowdown there); say so when reporting.")
+_XLA_FLAGS = flags.DEFINE_string("xla_flags", "", "XLA_FLAGS for the JAX runs and the XLA ceiling "
+                                 "(e.g. '--xla_cpu_use_thunk_runtime=false'), to measure compiler "
+                                 "options; recorded in the JSON. Default: none (XLA's own defaults).")
 
 # Each framework is a runner module with the CLI of beneficial/bench/peers/trl_ppo.py:
 #   --settings JSON --iterations N --warmup W --out PATH  -> writes the result dict
@@ -96,6 +99,8 @@ def run_one(name: str, settings: dict, iterations: int, warmup: int, timeout_s: 
     if r["jax"]:
         env["JAX_PLATFORMS"] = "cpu"
         env.pop("XLA_FLAGS", None)  # not the tests' 8 fake devices
+        if _XLA_FLAGS.value:
+            env["XLA_FLAGS"] = _XLA_FLAGS.value
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "result.json"
         cmd = [python, "-m", r["module"], *r.get("args", []), "--settings", json.dumps(settings),
@@ -187,6 +192,8 @@ def measure_ceilings(threads: int) -> dict:
         if jax:
             env["JAX_PLATFORMS"] = "cpu"
             env.pop("XLA_FLAGS", None)
+            if _XLA_FLAGS.value:
+                env["XLA_FLAGS"] = _XLA_FLAGS.value
         p = subprocess.run([sys.executable, "-c", code.replace("{fn}", fn).replace("{extra}", extra)],
                            cwd=_ROOT, env=env, capture_output=True, text=True)
         if p.returncode == 0:
@@ -211,7 +218,7 @@ def main(argv):
     record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
                   started=time.strftime("%Y-%m-%d %H:%M:%S"), frameworks=names,
                   iterations=_ITERATIONS.value, warmup=_WARMUP.value,
-                  omp_wait_policy=_OMP_WAIT.value, runs=[])
+                  omp_wait_policy=_OMP_WAIT.value, xla_flags=_XLA_FLAGS.value, runs=[])
     print(f"machine: {record['machine']}")
     if _CEILING.value:
         machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
