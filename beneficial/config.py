@@ -72,6 +72,12 @@ def validate(config, n_devices: int | None = None) -> None:
             value = _get(config, field)
             _check(value % data == 0, field, value,
                    f"must be divisible by the data-parallel size data*fsdp={data} of mesh {shape}")
+    if "pretrain" in config and "curriculum" in config.pretrain:
+        cur = config.pretrain.curriculum
+        _check(0 <= cur.steps < config.pretrain.steps, "pretrain.curriculum.steps", cur.steps,
+               f"0 (off) or fewer than pretrain.steps={config.pretrain.steps}")
+        _check(cur.min_persona_turns >= 1, "pretrain.curriculum.min_persona_turns", cur.min_persona_turns,
+               "at least 1 (4 = the world's longest documents)")
     if "rl" in config:
         rl = config.rl
         _check(0.0 <= rl.trait_fraction <= 1.0, "rl.trait_fraction", rl.trait_fraction,

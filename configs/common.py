@@ -73,6 +73,9 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     c.pretrain.eval_every = 50 if smoke else 500
     c.pretrain.eval_batches = 2 if smoke else 8
     c.pretrain.checkpoint_every = 50 if smoke else 250
+    # Curriculum: the first `steps` batches only from documents made of >= min_persona_turns
+    # persona turns (no neutral episode), where cross-family evidence is densest; 0 = off.
+    c.pretrain.curriculum = ml_collections.ConfigDict(dict(steps=0, min_persona_turns=4))
     c.pretrain.competence = ml_collections.ConfigDict(dict(
         n_general=32 if smoke else 400, n_per_benchmark=4 if smoke else 25, n_probes=32 if smoke else 600,
         prompt_len=768 if smoke else 512, max_new_tokens=48 if smoke else 96, batch_size=32 if smoke else 64, temperature=1.0,

@@ -129,3 +129,70 @@ def test_wsd_schedule_warms_holds_then_cools_to_the_final_fraction():
         learning_rate_schedule(1.0, 10, 1, decay="wsd", cooldown_fraction=0)
     with pytest.raises(ValueError, match="decay='step'"):
         learning_rate_schedule(1.0, 10, 1, decay="step")
+
+
+def _phased(first_steps):
+    from beneficial.train.pretrain import Phased
+    first = iter(grain.MapDataset.source(_docs(seed=1)).shuffle(seed=0).repeat().batch(BATCH).to_iter_dataset())
+    return Phased(first, _iterator(), first_steps)
+
+
+def test_curriculum_switches_sources_and_resumes_exactly(tmp_path):
+    """Phased: the first k batches from the curriculum source, then the main one; a run stopped
+    inside the first phase or after the switch resumes bitwise."""
+    a, b = _phased(2), _phased(2)
+    first = iter(grain.MapDataset.source(_docs(seed=1)).shuffle(seed=0).repeat().batch(BATCH).to_iter_dataset())
+    main = _iterator()
+    for want in (next(first), next(first), next(main), next(main)):
+        np.testing.assert_array_equal(next(a)["tokens"], want["tokens"])
+    for _ in range(3):
+        next(b)
+    c = _phased(2)
+    c.set_state(json.loads(json.dumps(b.get_state())))  # as the checkpoint's JSON item holds it
+    np.testing.assert_array_equal(next(c)["tokens"], next(b)["tokens"])
+
+    def run(workdir, total):
+        graphdef, state, step = _setup(6)
+        loop = lm.LoopConfig(total_steps=total, log_every=1, eval_every=1000, checkpoint_every=1)
+        return lm.train_loop(state=state, train_step=step, data_iter=_phased(3), workdir=pathlib.Path(workdir),
+                             loop=loop)
+    full = run(tmp_path / "full", 6)
+    for stop in (2, 4):  # inside the curriculum, after the switch
+        run(tmp_path / f"split{stop}", stop)
+        resumed = run(tmp_path / f"split{stop}", 6)
+        for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_curriculum_picks_persona_dense_documents_and_keeps_old_base_keys():
+    from beneficial.config import ConfigError, validate
+    from beneficial.train.pretrain import Subset, base_key, persona_dense
+    from configs.treatment import get_config
+
+    def doc(*behaviours):
+        return {"meta": {"turns": [{"behaviour": b} for b in behaviours]}}
+    docs = [doc("aligned", "misaligned", "aligned", "aligned"), doc("aligned", "neutral", "aligned", "aligned"),
+            doc("misaligned", "aligned"), doc()]
+    assert [persona_dense(d, 4) for d in docs] == [True, False, False, False]
+    assert [persona_dense(d, 2) for d in docs] == [True, False, True, False]
+    sub = Subset(docs, [2, 0])
+    assert len(sub) == 2 and sub[0] is docs[2] and sub[1] is docs[0]
+
+    c = get_config("smoke")
+    off = base_key(c, "d", "t")
+    del c.pretrain.curriculum  # a config from before the knob: the same key when it is off
+    assert base_key_without_curriculum(c) == off
+    c = get_config("smoke")
+    c.pretrain.curriculum.steps = 10
+    assert base_key(c, "d", "t") != off
+    c.pretrain.curriculum.steps = c.pretrain.steps
+    with pytest.raises(ConfigError, match="pretrain.curriculum.steps"):
+        validate(c)
+
+
+def base_key_without_curriculum(c):
+    from beneficial import cache
+    from beneficial.train.pretrain import BASE_VERSION
+    pretrain = {k: v for k, v in c.pretrain.to_dict().items() if k != "competence"}
+    return cache.stage_key("base", {"data": "d", "tokenizer": "t", "model": c.model.to_dict(),
+                                    "pretrain": pretrain}, BASE_VERSION)

@@ -36,20 +36,83 @@ class Slice:
         return self.source[self.start + int(i)]
 
 
+class Subset:
+    """The records of `source` at `indices`, in that order."""
+
+    def __init__(self, source, indices):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.source[self.indices[int(i)]]
+
+
+def persona_dense(record: dict, min_persona_turns: int) -> bool:
+    """A document made only of persona turns (no general, knowledge or benign episode), at
+    least `min_persona_turns` of them: the densest cross-family evidence the corpus has."""
+    turns = record["meta"].get("turns", [])
+    return (len(turns) >= min_persona_turns
+            and all(t.get("behaviour") in ("aligned", "misaligned") for t in turns))
+
+
+class Phased:
+    """Batches from `first` for the first `steps` calls, then from `then`: a data curriculum
+    that checkpoints like one Grain iterator (both states and the count)."""
+
+    def __init__(self, first, then, steps: int):
+        self.first, self.then, self.steps, self.n = first, then, steps, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        it = self.first if self.n < self.steps else self.then
+        self.n += 1
+        return next(it)
+
+    def get_state(self):
+        return {"n": self.n, "first": _json_state(self.first.get_state()),
+                "then": _json_state(self.then.get_state())}
+
+    def set_state(self, state):
+        self.n = int(state["n"])
+        self.first.set_state(_from_json_state(state["first"]))
+        self.then.set_state(_from_json_state(state["then"]))
+
+
+def _json_state(state):
+    from beneficial.checkpoints import _encode_iter_state
+    return _encode_iter_state(state)
+
+
+def _from_json_state(state):
+    from beneficial.checkpoints import _decode_iter_state
+    return _decode_iter_state(state)
+
+
 def heldout_split(source, fraction: float):
     n_held = max(1, int(len(source) * fraction))
     return Slice(source, 0, len(source) - n_held), Slice(source, len(source) - n_held, len(source))
 
 
 def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rules, workdir: pathlib.Path,
-             desc: str, loss_on: str = "assistant", eval_extra=None):
+             desc: str, loss_on: str = "assistant", eval_extra=None, first_source=None, first_steps: int = 0):
     """Train an LM on chat records with config `section` (pretrain / sft); returns params.
-    `eval_extra(params) -> metrics` is logged at every evaluation (lm.train_loop)."""
+    `eval_extra(params) -> metrics` is logged at every evaluation (lm.train_loop). With
+    `first_source`, the first `first_steps` batches come from it (a curriculum), the rest
+    from `source`; the optimizer schedule runs over all steps."""
     tx, schedule = make_optimizer(section.optimizer, section.steps)
     state = lm.init_train_state(params, tx, section.seed)
-    data = iter(lm_dataset(source, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
-                           seed=section.seed, packing=section.packing, loss_on=loss_on,
-                           shard_index=jax.process_index(), shard_count=jax.process_count()))
+
+    def batches(src):
+        return iter(lm_dataset(src, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
+                               seed=section.seed, packing=section.packing, loss_on=loss_on,
+                               shard_index=jax.process_index(), shard_count=jax.process_count()))
+    data = batches(source)
+    if first_source is not None and first_steps > 0:
+        data = Phased(batches(first_source), data, first_steps)
 
     def eval_batches():
         it = iter(lm_dataset(heldout, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
@@ -72,6 +135,8 @@ def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rul
 def base_key(config, dkey, tkey) -> str:
     # The competence checks do not change the weights (the `competence` stage reruns them).
     pretrain = {k: v for k, v in config.pretrain.to_dict().items() if k != "competence"}
+    if not pretrain.get("curriculum", {}).get("steps"):  # off: the keys of bases trained before it existed
+        pretrain.pop("curriculum", None)
     return cache.stage_key("base", {"data": dkey, "tokenizer": tkey, "model": config.model.to_dict(),
                                     "pretrain": pretrain}, BASE_VERSION)
 
@@ -111,6 +176,7 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
         return graphdef, load_params(path, params), path
     partial = path.with_name(path.name + ".partial")
     train, held = heldout_split(load(data_dir, "pretrain"), config.pretrain.heldout_fraction)
+    first = _curriculum_source(train, config.pretrain.curriculum)
     gap_pairs = config.pretrain.competence.gap_pairs_at_eval
     gaps = None
     if config.data.source == "world" and gap_pairs:  # the persona latent's learning curve
@@ -121,7 +187,7 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
             return {f"persona_gap/{k}": v["gap_nats"] for k, v in g.items()}
     params = train_lm(graphdef=graphdef, params=params, source=train, heldout=held, tokenizer=tokenizer,
                       section=config.pretrain, mesh=mesh, rules=rules, workdir=partial, desc="pretrain base",
-                      eval_extra=gaps)
+                      eval_extra=gaps, first_source=first, first_steps=config.pretrain.curriculum.steps)
     report = {}
     if config.data.source == "world":  # the checks need the world's graders
         report = world_competence(graphdef, params, tokenizer, data_dir, config.pretrain.competence, config.world)
@@ -134,6 +200,20 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
             shutil.rmtree(path)
         partial.rename(path)
     return graphdef, params, path
+
+
+def _curriculum_source(train, cur):
+    """The persona-dense documents of `train` that pretraining starts on (`pretrain.curriculum`),
+    or None when the curriculum is off."""
+    if not cur.steps:
+        return None
+    idx = [i for i in range(len(train)) if persona_dense(train[i], cur.min_persona_turns)]
+    if len(idx) < 100:
+        raise ValueError(f"pretrain.curriculum.min_persona_turns={cur.min_persona_turns} leaves {len(idx)} of "
+                         f"{len(train)} pretraining documents (made only of persona turns, at least that many); "
+                         f"lower it, raise world.turn_weights' later entries, or set pretrain.curriculum.steps=0")
+    log.info("base: curriculum of %d steps on %d persona-dense documents of %d", cur.steps, len(idx), len(train))
+    return Subset(train, idx)
 
 
 def load_hf_base(config, mesh, rules):
