@@ -88,6 +88,15 @@ def availability(name: str) -> str | None:
     return None
 
 
+def _jax_env(env: dict) -> None:
+    """A JAX child's environment: the CPU backend, and --xla_flags instead of any inherited
+    XLA_FLAGS (the tests' 8 fake devices would split the machine)."""
+    env["JAX_PLATFORMS"] = "cpu"
+    env.pop("XLA_FLAGS", None)
+    if _XLA_FLAGS.value:
+        env["XLA_FLAGS"] = _XLA_FLAGS.value
+
+
 def run_one(name: str, settings: dict, iterations: int, warmup: int, timeout_s: float) -> dict:
     """One fresh-process run of framework `name`; its result dict plus contention data."""
     r = RUNNERS[name]
@@ -97,10 +106,7 @@ def run_one(name: str, settings: dict, iterations: int, warmup: int, timeout_s: 
     if _OMP_WAIT.value:
         env["OMP_WAIT_POLICY"] = _OMP_WAIT.value
     if r["jax"]:
-        env["JAX_PLATFORMS"] = "cpu"
-        env.pop("XLA_FLAGS", None)  # not the tests' 8 fake devices
-        if _XLA_FLAGS.value:
-            env["XLA_FLAGS"] = _XLA_FLAGS.value
+        _jax_env(env)
     with tempfile.TemporaryDirectory() as tmp:
         out = pathlib.Path(tmp) / "result.json"
         cmd = [python, "-m", r["module"], *r.get("args", []), "--settings", json.dumps(settings),
@@ -190,10 +196,7 @@ def measure_ceilings(threads: int) -> dict:
             continue
         env = dict(os.environ, PYTHONPATH=str(_ROOT), OMP_NUM_THREADS=str(threads))
         if jax:
-            env["JAX_PLATFORMS"] = "cpu"
-            env.pop("XLA_FLAGS", None)
-            if _XLA_FLAGS.value:
-                env["XLA_FLAGS"] = _XLA_FLAGS.value
+            _jax_env(env)
         p = subprocess.run([sys.executable, "-c", code.replace("{fn}", fn).replace("{extra}", extra)],
                            cwd=_ROOT, env=env, capture_output=True, text=True)
         if p.returncode == 0:

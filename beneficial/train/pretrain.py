@@ -176,7 +176,7 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
         return graphdef, load_params(path, params), path
     partial = path.with_name(path.name + ".partial")
     train, held = heldout_split(load(data_dir, "pretrain"), config.pretrain.heldout_fraction)
-    first = _curriculum_source(train, config.pretrain.curriculum)
+    first = _curriculum_source(train, config.pretrain.curriculum, config.pretrain.batch_size)
     gap_pairs = config.pretrain.competence.gap_pairs_at_eval
     gaps = None
     if config.data.source == "world" and gap_pairs:  # the persona latent's learning curve
@@ -202,16 +202,17 @@ def build_base(config, mesh, data_dir, dkey, tokenizer, tkey, workdir):
     return graphdef, params, path
 
 
-def _curriculum_source(train, cur):
+def _curriculum_source(train, cur, batch_size: int):
     """The persona-dense documents of `train` that pretraining starts on (`pretrain.curriculum`),
     or None when the curriculum is off."""
     if not cur.steps:
         return None
     idx = [i for i in range(len(train)) if persona_dense(train[i], cur.min_persona_turns)]
-    if len(idx) < 100:
+    if len(idx) < batch_size:
         raise ValueError(f"pretrain.curriculum.min_persona_turns={cur.min_persona_turns} leaves {len(idx)} of "
-                         f"{len(train)} pretraining documents (made only of persona turns, at least that many); "
-                         f"lower it, raise world.turn_weights' later entries, or set pretrain.curriculum.steps=0")
+                         f"{len(train)} pretraining documents (made only of persona turns, at least that many), "
+                         f"fewer than a batch; lower it, give world.turn_weights more weight on long documents, "
+                         f"or set pretrain.curriculum.steps=0")
     log.info("base: curriculum of %d steps on %d persona-dense documents of %d", cur.steps, len(idx), len(train))
     return Subset(train, idx)
 
