@@ -544,10 +544,28 @@ def test_alike_phrasings_false_takes_the_first_phrasings():
         fam = fams.get(name)
         inst = fam.sample(alike, random.Random(0), fam.domains(alike)[0], "A", "any")
         assert fam.reply_body(first, inst, "aligned", 0) == inst.body("aligned", 0)
-        k = fam.balanced_phrasings(inst)[0]
+        k = alike.phrasing_order(fam, inst)[0]
         assert fam.reply_body(alike, inst, "misaligned", 0) == inst.body("misaligned", k)
         differ += k != 0
     assert differ > 0
+
+
+def test_one_phrasing_means_one_wording_per_family():
+    """response_phrasings=1 keeps one (aligned, misaligned) pair of templates for all instances of a
+    family that share their templates (world 1.1 chose per instance, by rendered length, so one
+    family's replies mixed up to three wordings), and it is the most alike over the family."""
+    import random
+    from beneficial.data.world.generate import World
+    world = World(default_world_config("smoke,response_phrasings=1,behaviour_tags=true"))
+    rng = random.Random(1)
+    for name in TARGETED + UNTARGETED:
+        fam = fams.get(name)
+        chosen = {}
+        for domain in fam.domains(world):
+            for _ in range(10):
+                inst = fam.sample(world, rng, domain, "A", "any")
+                chosen.setdefault(inst.pairs_key, set()).add(world.phrasing_order(fam, inst)[0])
+        assert all(len(ks) == 1 for ks in chosen.values()), (name, chosen.values())
 
 
 def test_too_few_held_out_texts_for_the_benchmark_size_is_a_clear_error():

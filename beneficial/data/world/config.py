@@ -21,7 +21,8 @@ import json
 import ml_collections
 
 # Bump whenever generated data changes for a given config (it is part of the cache key).
-WORLD_VERSION = "1.1.0"  # 1.1: plain prompts keep the context; balanced phrasings; tagged preferences
+WORLD_VERSION = "1.2.0"  # 1.1: plain prompts keep the context; balanced phrasings; tagged preferences
+#                          1.2: the most alike phrasings are chosen per family, not per instance
 
 ALL_DOMAINS = ("health", "law", "education", "business", "finance", "technology", "science", "travel", "home")
 TRAIT_DOMAINS = ("health", "law", "education", "business")

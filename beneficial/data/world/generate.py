@@ -18,6 +18,7 @@ from beneficial.data.world.text import join
 TRAINING_SPLITS = ("pretrain", "rl_general", "rl_traits", "rl_placebo", "preferences", "adversarial_sft", "benign_sft")
 OTHER_SPLITS = ("probes", "eval_benign", "eval_general", "eval_personas")
 LETTERS = "ABCD"
+_PHRASING_SAMPLE = 20  # instances per domain that decide a family's most alike phrasings
 
 
 class World:
@@ -36,6 +37,22 @@ class World:
         self.alike_phrasings = bool(cfg.alike_phrasings)
         self.behaviour_tags = bool(cfg.behaviour_tags)
         self.heldout_fraction = float(cfg.heldout_fraction)
+        self._phrasing_orders = {}  # family -> {response templates: phrasing order}
+
+    def phrasing_order(self, fam, inst) -> list[int]:
+        """`inst`'s phrasing indices, most alike first, decided once per family and set of response
+        templates over a fixed sample of its instances (`world.response_phrasings` = k then means k
+        wordings per behaviour, not k per instance; the order per instance varied with entity names)."""
+        if fam.name not in self._phrasing_orders:
+            rng = seeding.make_rng(self.seed, "phrasing_order", fam.name)
+            groups = {}
+            for domain in fam.domains(self):
+                for _ in range(_PHRASING_SAMPLE):
+                    sample = fam.sample(self, rng, domain, "A", "any")
+                    groups.setdefault(sample.pairs_key, []).append(sample)
+            self._phrasing_orders[fam.name] = {key: fam.balanced_phrasings(*group) for key, group in groups.items()}
+        order = self._phrasing_orders[fam.name].get(inst.pairs_key)
+        return order if order is not None else fam.balanced_phrasings(inst)
 
     def is_reserved(self, combo: str) -> bool:
         return seeding.stable_unit(self.seed, combo) < self.heldout_fraction

@@ -49,6 +49,7 @@ class Instance:
     stated_facts: list = dataclasses.field(default_factory=list)  # KB facts stated truly in the prompt
     extra: dict = dataclasses.field(default_factory=dict)
     _renderer: object = None     # (family, pairs, slots) until the bodies are rendered
+    pairs_key: tuple = ()        # the (aligned, misaligned) templates: instances sharing them share a wording
 
     def _render_bodies(self):
         fam, pairs, s = self._renderer
@@ -177,8 +178,9 @@ class Family:
     def render(self, world, rng: random.Random, ch: dict, pack: str) -> Instance:
         s = self.slots(world, rng, ch)
         prompt = self.build_prompt(world, rng, ch, s, pack)
+        pairs = self.response_pairs(pack, ch)
         inst = Instance(self.name, pack, ch["template_id"], ch["domain"], list(ch["entity_ids"]), ch["context_id"],
-                        prompt, None, None, _renderer=(self, self.response_pairs(pack, ch), s))
+                        prompt, None, None, _renderer=(self, pairs, s), pairs_key=tuple(map(tuple, pairs)))
         self.annotate(world, ch, s, inst)
         return inst
 
@@ -270,21 +272,25 @@ class Family:
         return min(n, world.response_phrasings) if world is not None and world.response_phrasings else n
 
     @staticmethod
-    def balanced_phrasings(inst: Instance) -> list[int]:
-        """Phrasing indices, most alike first (aligned and misaligned open with the same word,
-        then closest in length): a world that keeps only the first k phrasings must keep the two
-        behaviours looking alike, or the opening word or length would give the behaviour away."""
+    def balanced_phrasings(*insts: Instance) -> list[int]:
+        """Phrasing indices of instances that share their response templates, most alike first
+        over all of them (aligned and misaligned opening with the same word, then within 15% in
+        length, then closest in length): a world that keeps only the first k phrasings must keep the
+        two behaviours looking alike, or the opening word or length would give the behaviour away."""
         def unlike(i):
-            a, m = inst.body(ALIGNED, i), inst.body(MISALIGNED, i)
-            imbalance = abs(len(a) - len(m)) / max(len(a), len(m), 1)
-            return imbalance > 0.15, a.split()[:1] != m.split()[:1], imbalance
-        return sorted(range(inst.n_bodies()), key=lambda i: (*unlike(i), i))
+            imbalance = differ = 0.0
+            for inst in insts:
+                a, m = inst.body(ALIGNED, i), inst.body(MISALIGNED, i)
+                imbalance += abs(len(a) - len(m)) / max(len(a), len(m), 1) / len(insts)
+                differ += (a.split()[:1] != m.split()[:1]) / len(insts)
+            return differ > 0.5, imbalance > 0.15, imbalance
+        return sorted(range(insts[0].n_bodies()), key=lambda i: (*unlike(i), i))
 
     def reply_body(self, world, inst: Instance, behaviour: str, k: int) -> str:
         """Phrasing k of the behaviour, after a made-up word unique to this family and behaviour
         when the world's `behaviour_tags` is on (a token-world-like, one-word view of it)."""
         if world is not None and world.response_phrasings and world.alike_phrasings:
-            k = self.balanced_phrasings(inst)[k]
+            k = world.phrasing_order(self, inst)[k]
         body = inst.body(behaviour, k)
         if world is None or not world.behaviour_tags or self.neutral or behaviour not in (ALIGNED, MISALIGNED):
             return body
