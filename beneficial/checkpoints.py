@@ -11,14 +11,14 @@ import orbax.checkpoint as ocp
 log = logging.getLogger("beneficial")
 
 
-def _encode_iter_state(state):
+def encode_iter_state(state):
     # Grain iterators give a dict (dataset API) or bytes (DataLoader); JSON holds either.
     if isinstance(state, bytes):
         return {"__bytes__": base64.b64encode(state).decode()}
     return state
 
 
-def _decode_iter_state(state):
+def decode_iter_state(state):
     if isinstance(state, dict) and "__bytes__" in state:
         return base64.b64decode(state["__bytes__"])
     return state
@@ -39,7 +39,7 @@ class Checkpointer:
     def save(self, step: int, state, data_state=None, force: bool = False, metrics=None) -> bool:
         items = {"state": ocp.args.StandardSave(state)}
         if data_state is not None:
-            items["data"] = ocp.args.JsonSave(_encode_iter_state(data_state))
+            items["data"] = ocp.args.JsonSave(encode_iter_state(data_state))
         saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
         return saved
 
@@ -50,7 +50,7 @@ class Checkpointer:
         if with_data and "data" in self._item_names(step):
             items["data"] = ocp.args.JsonRestore()
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        data = _decode_iter_state(out["data"]) if "data" in out and out["data"] is not None else None
+        data = decode_iter_state(out["data"]) if "data" in out and out["data"] is not None else None
         return out["state"], data
 
     def _item_names(self, step):

@@ -77,7 +77,7 @@ def ppo_loop(*, ppo: PPO, state, reference_params, reward_params, prompt_iter: I
         state, data = ckpt.restore(checkpoints.abstract_with_shardings(state))
         data = data or {}
         if data.get("iterator") is not None and hasattr(prompt_iter, "set_state"):
-            prompt_iter.set_state(checkpoints._decode_iter_state(data["iterator"]))
+            prompt_iter.set_state(checkpoints.decode_iter_state(data["iterator"]))
         else:
             for _ in range(start):
                 next(prompt_iter)
@@ -99,7 +99,7 @@ def ppo_loop(*, ppo: PPO, state, reference_params, reward_params, prompt_iter: I
 
     def data_state(done):
         it = prompt_iter.get_state() if hasattr(prompt_iter, "get_state") else None
-        return {"iterator": checkpoints._encode_iter_state(it) if it is not None else None,
+        return {"iterator": checkpoints.encode_iter_state(it) if it is not None else None,
                 "iterations": done, "score_stats": stats_json}
 
     b = c.prompts_per_iteration

@@ -73,23 +73,13 @@ class Phased:
         return next(it)
 
     def get_state(self):
-        return {"n": self.n, "first": _json_state(self.first.get_state()),
-                "then": _json_state(self.then.get_state())}
+        return {"n": self.n, "first": checkpoints.encode_iter_state(self.first.get_state()),
+                "then": checkpoints.encode_iter_state(self.then.get_state())}
 
     def set_state(self, state):
         self.n = int(state["n"])
-        self.first.set_state(_from_json_state(state["first"]))
-        self.then.set_state(_from_json_state(state["then"]))
-
-
-def _json_state(state):
-    from beneficial.checkpoints import _encode_iter_state
-    return _encode_iter_state(state)
-
-
-def _from_json_state(state):
-    from beneficial.checkpoints import _decode_iter_state
-    return _decode_iter_state(state)
+        self.first.set_state(checkpoints.decode_iter_state(state["first"]))
+        self.then.set_state(checkpoints.decode_iter_state(state["then"]))
 
 
 def heldout_split(source, fraction: float):
