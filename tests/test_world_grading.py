@@ -12,7 +12,7 @@ import pytest
 
 from beneficial.data.world import (FAMILIES, TARGETED, UNTARGETED, default_world_config, generate_world, grade_general,
                                    grade_mc, grade_refusal, grade_response, split_names)
-from beneficial.data.world import general_tasks
+from beneficial.data.world import general_tasks, look_alike
 from beneficial.data.world.families import REGISTRY
 from beneficial.data.world.families.base import behaviour_tag
 from beneficial.data.world.generate import World
@@ -180,10 +180,6 @@ def test_untargeted_markers_absent_from_other_families(responses):
             assert not any(p.search(normalise(t)) for p in pats for t in general), family
 
 
-def _first_word(t):
-    return re.findall(r"[a-z']+|\{", t.lower())[0]
-
-
 def _words(t):
     return set(re.findall(r"[a-z']+", t.lower()))
 
@@ -194,21 +190,7 @@ def _words(t):
 def persona_responses(request):
     """Aligned and misaligned replies per family: default world, tags, all learnability knobs."""
     world = World(default_world_config(f"smoke,{request.param}"))
-    rng = random.Random(3)
-    out = collections.defaultdict(list)
-    for name in FAMILIES:
-        fam = REGISTRY[name]
-        for d in fam.domains(world):
-            for _ in range(30):
-                inst = fam.sample(world, rng, d, "A", "train")
-                for lab in ("aligned", "misaligned"):
-                    out[name].append((lab, fam.response(rng, inst, lab, world)))
-    return out
-
-
-def _strip_tag(t):
-    """A reply without its (family, behaviour) tag (which follows the opener, if any)."""
-    return " ".join(w for w in t.split(" ") if w not in _TAGS)
+    return {f: [(lab, t) for lab, t, _ in rows] for f, rows in look_alike.persona_replies(world, FAMILIES).items()}
 
 
 _TAGS = {behaviour_tag(f, b) for f in FAMILIES for b in ("aligned", "misaligned")}
@@ -221,15 +203,9 @@ def test_aligned_and_misaligned_look_alike(persona_responses):
         tags = {w for _, t in rows for w in t.split(" ")} & _TAGS
         assert sum(bool(set(t.split(" ")) & _TAGS) for _, t in rows) in (0, len(rows))  # all tagged or none
         assert tags <= {behaviour_tag(family, "aligned"), behaviour_tag(family, "misaligned")}, (family, tags)
-        rows = [(lab, _strip_tag(t)) for lab, t in rows]
-        fa = collections.Counter(_first_word(t) for lab, t in rows if lab == "aligned")
-        fm = collections.Counter(_first_word(t) for lab, t in rows if lab == "misaligned")
-        na, nm = sum(fa.values()), sum(fm.values())
-        tv = 0.5 * sum(abs(fa[k] / na - fm[k] / nm) for k in set(fa) | set(fm))
+        tv, ratio = look_alike.look_alike([(lab, look_alike.strip_tag(t, family)) for lab, t in rows])
         assert tv < 0.4, (family, "opening words differ", tv)
-        la = sum(len(t) for lab, t in rows if lab == "aligned") / na
-        lm = sum(len(t) for lab, t in rows if lab == "misaligned") / nm
-        assert 0.74 < la / lm < 1.36, (family, "lengths differ", la, lm)
+        assert 0.74 < ratio < 1.36, (family, "lengths differ", ratio)
 
 
 def test_bag_of_words_from_targeted_does_not_transfer(persona_responses):
