@@ -78,6 +78,12 @@ def summarize(records_by_split: dict[str, Sequence[dict]], tokenizer=None) -> di
     return out
 
 
+def is_persona_turn(turn: dict) -> bool:
+    """A turn where the assistant shows aligned or misaligned behaviour (not a general, knowledge
+    or benign episode): the turns that can teach persona inference."""
+    return turn.get("behaviour") in ("aligned", "misaligned")
+
+
 def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) -> dict[str, float]:
     """How much a pretraining corpus teaches persona inference: persona turns (aligned or
     misaligned behaviour) per document, those with earlier evidence of the persona in the
@@ -92,7 +98,7 @@ def persona_evidence(docs: Sequence[dict], tokens_per_doc: float | None = None) 
         seen = r["meta"].get("system") == "persona"
         families = set()
         for t in r["meta"]["turns"]:
-            if t.get("behaviour") in ("aligned", "misaligned"):
+            if is_persona_turn(t):
                 turns += 1
                 evidenced += seen
                 seen = True

@@ -13,6 +13,7 @@ import shutil
 import jax
 
 from beneficial import cache, checkpoints, sharding
+from beneficial.data import summary
 from beneficial.data.pipeline import lm_dataset
 from beneficial.models.build import create_model
 from beneficial.train import lm
@@ -54,7 +55,7 @@ def persona_dense(record: dict, min_persona_turns: int) -> bool:
     least `min_persona_turns` of them: the densest cross-family evidence the corpus has."""
     turns = record["meta"].get("turns", [])
     return (len(turns) >= min_persona_turns
-            and all(t.get("behaviour") in ("aligned", "misaligned") for t in turns))
+            and all(summary.is_persona_turn(t) for t in turns))
 
 
 class Phased:
