@@ -115,6 +115,19 @@ def _cat_colors(results):
 
 
 # --------------------------------------------------------------------------- plots
+def _paired_bars(ax, arms, table, series):
+    """Two bars per arm, one per (key, label, colour) of `series`, from `table[arm][key]` =
+    (estimate, ci low, ci high) or None; error bars span the interval."""
+    for j, (key, lab, col) in enumerate(series):
+        xs = np.arange(len(arms)) + (j - 0.5) * 0.38
+        t = [table[a].get(key) for a in arms]
+        vals = [v[0] if v else np.nan for v in t]
+        err = [[v[0] - v[1] if v else 0 for v in t], [v[2] - v[0] if v else 0 for v in t]]
+        ax.bar(xs, vals, 0.36, color=col, label=lab, yerr=err, error_kw={"capsize": 3, "lw": 0.8})
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(arms)), arms, fontsize=8)
+
+
 def plot_summary(results) -> bytes | None:
     """Stacked bar per arm: improved / no significant change / worsened untargeted benchmarks."""
     arms = _arms_compared(results)
@@ -258,15 +271,8 @@ def plot_steering(results) -> bytes | None:
     ax1.set_ylabel("aligned rate")
     ax1.legend(fontsize=8)
     ax1.set_title("aligned rate under persona prompts", fontsize=10)
-    for j, (key, lab, col) in enumerate((("harm_drop_logodds", "drop under harmful personas", RED),
-                                         ("help_gain_logodds", "gain under helpful personas", GREEN))):
-        xs = np.arange(len(arms)) + (j - 0.5) * 0.38
-        t = [ps[a].get(key) for a in arms]
-        vals = [v[0] if v else np.nan for v in t]
-        err = [[v[0] - v[1] if v else 0 for v in t], [v[2] - v[0] if v else 0 for v in t]]
-        ax2.bar(xs, vals, 0.36, color=col, label=lab, yerr=err, error_kw={"capsize": 3, "lw": 0.8})
-    ax2.axhline(0, color="black", lw=0.8)
-    ax2.set_xticks(range(len(arms)), arms, fontsize=8)
+    _paired_bars(ax2, arms, ps, (("harm_drop_logodds", "drop under harmful personas", RED),
+                                 ("help_gain_logodds", "gain under helpful personas", GREEN)))
     ax2.set_ylabel("log-odds (from the arm's own no-persona rate)")
     ax2.set_title("steerability: lower red = more robust", fontsize=10)
     ax2.legend(fontsize=8)
@@ -296,15 +302,7 @@ def plot_finetune(results) -> bytes | None:
     ax1.set_ylabel("aligned rate (non-health untargeted)")
     ax1.set_title("degradation curves: solid adversarial, dashed benign control", fontsize=10)
     ax1.legend(fontsize=7, ncol=2)
-    keys = [("drop_area", "adversarial", "#b71c1c"), ("benign_drop_area", "benign", "#9e9e9e")]
-    for j, (key, lab, col) in enumerate(keys):
-        xs = np.arange(len(arms)) + (j - 0.5) * 0.38
-        t = [ft[a].get(key) for a in arms]
-        vals = [v[0] if v else np.nan for v in t]
-        err = [[v[0] - v[1] if v else 0 for v in t], [v[2] - v[0] if v else 0 for v in t]]
-        ax2.bar(xs, vals, 0.36, color=col, label=lab, yerr=err, error_kw={"capsize": 3, "lw": 0.8})
-    ax2.axhline(0, color="black", lw=0.8)
-    ax2.set_xticks(range(len(arms)), arms, fontsize=8)
+    _paired_bars(ax2, arms, ft, (("drop_area", "adversarial", "#b71c1c"), ("benign_drop_area", "benign", "#9e9e9e")))
     ax2.set_ylabel("mean drop from own step 0")
     ax2.set_title("drop area (lower = more resistant)", fontsize=10)
     ax2.legend(fontsize=8)
