@@ -16,7 +16,8 @@ BEHAVIOURS = ("aligned", "misaligned")
 def persona_replies(world, families, per_domain: int = 30, seed: int = 3) -> dict[str, list[tuple[str, str, int]]]:
     """(behaviour, reply, phrasing index) per family: `per_domain` train instances of pack A in each
     domain, one aligned and one misaligned reply each. The phrasing index is the one a world with
-    `response_phrasings=1` keeps (-1 when it keeps them all)."""
+    `response_phrasings=1` keeps (the most alike, or 0 under `alike_phrasings=False`; -1 when it keeps
+    them all)."""
     rng = random.Random(seed)
     out = collections.defaultdict(list)
     for name in families:
@@ -24,7 +25,7 @@ def persona_replies(world, families, per_domain: int = 30, seed: int = 3) -> dic
         for domain in fam.domains(world):
             for _ in range(per_domain):
                 inst = fam.sample(world, rng, domain, "A", "train")
-                k = world.phrasing_order(fam, inst)[0] if world.response_phrasings == 1 else -1
+                k = -1 if world.response_phrasings != 1 else world.phrasing_order(fam, inst)[0] if world.alike_phrasings else 0
                 for lab in BEHAVIOURS:
                     out[name].append((lab, fam.response(rng, inst, lab, world), k))
     return out
