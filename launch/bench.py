@@ -44,6 +44,8 @@ _ITERATIONS = flags.DEFINE_integer("iterations", 3, "Timed iterations per run.")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed iterations first (allocation, compile).")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per (framework, cell), alternating.")
 _THREADS = flags.DEFINE_integer("threads", None, "Override settings.threads.")
+_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                           "Override settings.dtype (compute dtype; parameters stay float32).")
 _OUT = flags.DEFINE_string("out", None, "JSON record path (default .benchmarks/bench-<time>.json).")
 _CEILING = flags.DEFINE_bool("ceiling", True, "Measure XLA and torch matmul ceilings first.")
 _QUIET = flags.DEFINE_float("quiet", 0.15, "Wait before a run until CPUs are < this busy.")
@@ -211,7 +213,7 @@ def main(argv):
         print(markdown_table(json.loads(pathlib.Path(_RENDER.value).read_text())))
         return
     names = _FRAMEWORKS.value or (["trl", "tunix"] if _PEERS.value else ["ours"])
-    overrides = {"threads": _THREADS.value} if _THREADS.value else {}
+    overrides = {k: f.value for k, f in (("threads", _THREADS), ("dtype", _DTYPE)) if f.value}
     all_cells = settings_lib.cells(**overrides)
     wanted = list(all_cells) if _CELLS.value == ["all"] else _CELLS.value
     unknown = set(wanted) - set(all_cells)

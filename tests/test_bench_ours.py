@@ -16,6 +16,13 @@ def test_ours_ppo_micro_reports_every_field():
     assert r["flops"]["total"] > 0 and r["peak_rss_bytes"] > 0
 
 
+def test_ours_ppo_micro_in_bfloat16():
+    """`launch/bench.py --dtype=bfloat16`: bf16 compute, fp32 parameters, the same counted work."""
+    r = run_ours_ppo({**MICRO, "dtype": "bfloat16"}, iterations=1, warmup=1)
+    assert r["available"] and r["settings"]["dtype"] == "bfloat16"
+    assert r["work_mismatches"] == [] and r["flops"]["total"] > 0
+
+
 def test_markdown_table_renders_a_record_of_ours():
     """`launch/bench.py --render` on our runs, which have no "other" phase (was a KeyError)."""
     import importlib.util
