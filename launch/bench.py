@@ -2,7 +2,8 @@
 
     python launch/bench.py --peers                     # TRL + Tunix, the four cells
     python launch/bench.py --peers --frameworks=trl --cells=1.5M/r32 --iterations=3
-    python launch/bench.py --frameworks=ours,trl       # once ours exists (see OURS below)
+    python launch/bench.py --frameworks=ours,trl       # ours beside TRL
+    python launch/bench.py --pretrain_step=1,4        # the base's pretraining step, per attn_query_blocks
 
 Cells: {1.5M, 27M} params x {response 32, 128}; 64 episodes an iteration, 4 PPO epochs x 4
 minibatches, fp32, 2 threads (beneficial.bench.settings). Every (framework, cell) run is a
@@ -46,6 +47,13 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per (framework, cell), alter
 _THREADS = flags.DEFINE_integer("threads", None, "Override settings.threads.")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                            "Override settings.dtype (compute dtype; parameters stay float32).")
+_QUERY_BLOCK = flags.DEFINE_integer("attn_query_blocks", None,
+                                    "Override settings.attn_query_blocks (ours: causal query blocks).")
+_PRETRAIN_STEP = flags.DEFINE_list(
+    "pretrain_step", None, "Instead of PPO: time the default base's pretraining step "
+    "(configs/treatment.py's model and pretrain sections) for these attn_query_blocks values, "
+    "e.g. 1,4,5, alternating in this process.")
+_STEPS = flags.DEFINE_integer("steps", 5, "--pretrain_step: timed steps per variant.")
 _OUT = flags.DEFINE_string("out", None, "JSON record path (default .benchmarks/bench-<time>.json).")
 _CEILING = flags.DEFINE_bool("ceiling", True, "Measure XLA and torch matmul ceilings first.")
 _QUIET = flags.DEFINE_float("quiet", 0.15, "Wait before a run until CPUs are < this busy.")
@@ -212,8 +220,11 @@ def main(argv):
     if _RENDER.value:
         print(markdown_table(json.loads(pathlib.Path(_RENDER.value).read_text())))
         return
+    if _PRETRAIN_STEP.value:
+        return bench_pretrain_step([int(v) for v in _PRETRAIN_STEP.value])
     names = _FRAMEWORKS.value or (["trl", "tunix"] if _PEERS.value else ["ours"])
-    overrides = {k: f.value for k, f in (("threads", _THREADS), ("dtype", _DTYPE)) if f.value}
+    overrides = {k: f.value for k, f in (("threads", _THREADS), ("dtype", _DTYPE),
+                                         ("attn_query_blocks", _QUERY_BLOCK)) if f.value is not None}
     all_cells = settings_lib.cells(**overrides)
     wanted = list(all_cells) if _CELLS.value == ["all"] else _CELLS.value
     unknown = set(wanted) - set(all_cells)
@@ -256,6 +267,37 @@ def main(argv):
     print()
     print_table(rows)
     print(f"\nFLOPs: analytic, beneficial/bench/flops.py; ceilings: {backend_note()}")
+    print(f"wrote {out}")
+
+
+def bench_pretrain_step(blocks: list[int]):
+    """Median seconds per pretraining step of the default base, one variant per block size."""
+    from beneficial.bench import pretrain_step
+    from configs.treatment import get_config
+
+    config = get_config()
+    p = config.pretrain
+    record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
+                  started=time.strftime("%Y-%m-%d %H:%M:%S"), preset=config.model.preset,
+                  batch_size=p.batch_size, seq_len=p.seq_len, vocab=config.model.vocab_size,
+                  steps=_STEPS.value, warmup=_WARMUP.value)
+    print(f"machine: {record['machine']}")
+    record["quiet_wait"] = machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
+    record["loadavg_before"] = machine.loadavg()
+    res = pretrain_step.time_variants(config, {f"attn_query_blocks={b}": {"attn_query_blocks": b} for b in blocks},
+                                      steps=_STEPS.value, warmup=_WARMUP.value)
+    record["variants"], record["finished"] = res, time.strftime("%Y-%m-%d %H:%M:%S")
+    record["loadavg_after"] = machine.loadavg()
+    base = res[f"attn_query_blocks={blocks[0]}"]["median_s"]
+    print(f"pretraining step, {config.model.preset} preset, batch {p.batch_size} x {p.seq_len}, "
+          f"median of {_STEPS.value} after {_WARMUP.value} warm-up")
+    print("| variant | s / step | tokens / s | vs first | first-step loss |\n| --- | --- | --- | --- | --- |")
+    for name, r in res.items():
+        print(f"| {name} | {r['median_s']:.3f} | {r['tokens_per_s']:.0f} | {base / r['median_s']:.2f}x | "
+              f"{r['first_loss']:.5f} |")
+    out = pathlib.Path(_OUT.value or _ROOT / ".benchmarks" / f"pretrain-step-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {out}")
 
 

@@ -34,3 +34,22 @@ def test_markdown_table_renders_a_record_of_ours():
     r.update(cell="micro", contention={})
     row = bench.markdown_table({"runs": [r]}).splitlines()[-1].split(" | ")
     assert row[0] == "| micro" and row[1] == "ours" and row[7] == "-" and row[-1] == "ok |"
+
+
+def test_pretrain_step_variants_agree_and_batches_are_packed():
+    """`launch/bench.py --pretrain_step`: query blocks are a speed knob, so the first step's loss
+    matches one block; packed batches restart positions at every document."""
+    import numpy as np
+
+    from beneficial.bench.pretrain_step import packed_batch, time_variants
+    from configs.treatment import get_config
+
+    b = packed_batch(2, 64, 100, min_len=10, max_len=30)
+    seg, pos = b["segment_ids"], b["positions"]
+    starts = np.diff(seg, axis=1, prepend=0) != 0
+    assert (pos[starts] == 0).all() and (pos[~starts] > 0).all() and seg.min() >= 1
+    c = get_config("smoke")
+    c.pretrain.batch_size, c.pretrain.seq_len = 2, 64
+    r = time_variants(c, {"one": {"attn_query_blocks": 1}, "blocks": {"attn_query_blocks": 5}}, steps=1)
+    assert abs(r["one"]["first_loss"] - r["blocks"]["first_loss"]) < 1e-5
+    assert r["one"]["first_loss"] > 1.0 and all(v["median_s"] > 0 for v in r.values())

@@ -202,3 +202,33 @@ def test_remat_gives_the_same_gradients():
         grads.append(jax.grad(loss)(params))
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_query_blocks_give_the_same_outputs_and_gradients(variant):
+    """attn_query_blocks skips only keys after each query block: real positions match one block."""
+    tok = jnp.array([[PAD, PAD, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+                     [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]], jnp.int32)
+    mask = jnp.array([[0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2],  # left padding, then two packed segments
+                      [1] * 11], jnp.int32)
+    real = np.asarray(mask) > 0
+    results = []
+    for block in (1, 3, 4, 11):
+        cfg = model_config("tiny", attn_query_blocks=block, **VARIANTS[variant])
+        graphdef, params, _ = create_model(cfg, _single_mesh(), sharding.DEFAULT_RULES, 0)
+        pos = jnp.where(mask > 0, jnp.array([[0, 0, 0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(11))]), 0)
+
+        def loss(p):
+            model = nnx.merge(graphdef, p)
+            logits = model.logits(model(tok, pos, mask)[0])
+            lp = jax.nn.log_softmax(logits[:, :-1])
+            # Padded positions' outputs are arbitrary (no real query sees them): predict from real ones.
+            w = real[:, 1:] & real[:, :-1]
+            return -jnp.sum(jnp.take_along_axis(lp, tok[:, 1:, None], -1)[..., 0] * w), logits
+
+        (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        results.append((np.asarray(logits)[real], jax.tree.leaves(grads)))
+    for logits, grads in results[1:]:
+        np.testing.assert_allclose(logits, results[0][0], atol=1e-5, rtol=0)
+        for a, b in zip(grads, results[0][1]):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, rtol=1e-4)

@@ -33,7 +33,8 @@ def model_cfg(s: dict):
     return model_config("tiny", vocab_size=s["vocab"], d_model=s["hidden"], n_layers=s["layers"],
                         n_heads=s["heads"], n_kv_heads=s["kv_heads"], head_dim=s["head_dim"],
                         d_ff=s["intermediate"], tie_embeddings=s["tie_embeddings"], dtype=s["dtype"],
-                        max_seq_len=s["prompt_len"] + s["response_len"])
+                        max_seq_len=s["prompt_len"] + s["response_len"],
+                        attn_query_blocks=s["attn_query_blocks"])
 
 
 def run_ours_ppo(s: dict, iterations: int, warmup: int = 1) -> dict:

@@ -7,6 +7,7 @@ virtual environments). Keys:
   episode   prompt_len (padded length), prompt_min_len (shortest real prompt), response_len
   PPO       episodes_per_iteration, num_ppo_epochs, num_minibatches
   runtime   dtype ('float32' | 'bfloat16'), threads, seed
+  ours only attn_query_blocks (the model field of that name; peers ignore it)
 
 Architecture: a Llama decoder (RMSNorm, SwiGLU MLP, RoPE, no biases). The policy and the
 reference are LMs; value and reward models are the same trunk with a hidden -> 1 head.
@@ -26,7 +27,7 @@ BASE = dict(
     tie_embeddings=False,
     prompt_len=32, prompt_min_len=16, response_len=32,
     episodes_per_iteration=64, num_ppo_epochs=4, num_minibatches=4,
-    dtype="float32", threads=2, seed=0,
+    dtype="float32", threads=2, seed=0, attn_query_blocks=4,
 )
 
 # The model sizes of issue 9: ~1.5M (hidden 128 / 4 layers / vocab 2048) and

@@ -16,6 +16,9 @@ import ml_collections
 #   attn_softcap / final_softcap: cap * tanh(x / cap) on attention / output logits.
 #   sliding_window + sliding_every: layers i with i % sliding_every == 0 attend within
 #     the window (Gemma 2: layers 0, 2, 4, ... are local); sliding_every=0 disables it.
+#   attn_query_blocks: without a KV cache (training, scoring), split the queries into this many
+#     near-equal blocks, each scoring only the keys up to its end (causal); 1 = off. Same
+#     outputs up to float rounding; a speed knob (launch/bench.py --pretrain_step, --attn_query_blocks).
 #   rope_scaling: None or {'type': 'llama3', factor, low_freq_factor, high_freq_factor,
 #     original_max_position_embeddings}.
 _BASE = dict(
@@ -25,6 +28,7 @@ _BASE = dict(
     tie_embeddings=True, post_norms=False, query_pre_attn_scalar=None,
     attn_softcap=None, final_softcap=None, sliding_window=None, sliding_every=0,
     max_seq_len=2048, dtype="float32", param_dtype="float32", remat=False,
+    attn_query_blocks=4,
 )
 
 PRESETS = {
@@ -79,6 +83,9 @@ def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
         raise ValueError(f"model override(s) {sorted(unknown)} are not model fields; "
                          f"valid fields: {sorted(fields)}")
     fields.update(overrides)
+    if not isinstance(fields["attn_query_blocks"], int) or fields["attn_query_blocks"] < 1:
+        raise ValueError(f"model.attn_query_blocks={fields['attn_query_blocks']!r}: use an integer >= 1 "
+                         "(1 = one block, no causal skipping)")
     fields["preset"] = name
     # rope_scaling may be None or a dict: keep the field type-flexible in a locked config.
     return ml_collections.ConfigDict(fields, type_safe=False)
