@@ -19,6 +19,7 @@ import ml_collections
 #   attn_query_blocks: without a KV cache (training, scoring), split the queries into this many
 #     near-equal blocks, each scoring only the keys up to its end (causal); 1 = off. Same
 #     outputs up to float rounding; a speed knob (launch/bench.py --pretrain_step, --attn_query_blocks).
+#     4 in `small`; 1 elsewhere (tiny: compile time in tests; real shapes: not measured on accelerators).
 #   rope_scaling: None or {'type': 'llama3', factor, low_freq_factor, high_freq_factor,
 #     original_max_position_embeddings}.
 _BASE = dict(
@@ -28,7 +29,7 @@ _BASE = dict(
     tie_embeddings=True, post_norms=False, query_pre_attn_scalar=None,
     attn_softcap=None, final_softcap=None, sliding_window=None, sliding_every=0,
     max_seq_len=2048, dtype="float32", param_dtype="float32", remat=False,
-    attn_query_blocks=4,
+    attn_query_blocks=1,
 )
 
 PRESETS = {
@@ -36,7 +37,8 @@ PRESETS = {
     "tiny": dict(),
     # The CPU default: ~2M parameters, learnable on 2 cores in ~30 minutes.
     "small": dict(vocab_size=2048, d_model=192, n_layers=4, n_heads=6, n_kv_heads=2,
-                  head_dim=32, d_ff=512, max_seq_len=512),
+                  head_dim=32, d_ff=512, max_seq_len=512,
+                  attn_query_blocks=4),  # pretraining step 1.75x on 2 cores (BENCHMARKS.md)
     # https://huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json
     "llama3.2-1b": dict(family="llama", vocab_size=128256, d_model=2048, n_layers=16,
                         n_heads=32, n_kv_heads=8, head_dim=64, d_ff=8192, norm_eps=1e-5,
