@@ -93,5 +93,6 @@ def test_timing_and_probes():
     rec = pt.lap()
     assert rec["total"] >= rec["a"] > 0 and "other" in rec
     assert pt.summary()["iterations"] == 1
-    assert peak_memory.peak_rss_bytes() >= peak_memory.current_rss_bytes() > 0
+    current = peak_memory.current_rss_bytes()  # read before the peak: RSS can grow between the reads
+    assert peak_memory.peak_rss_bytes() >= current > 0
     assert machine.describe()["cores"] >= 1
