@@ -47,8 +47,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs per (framework, cell), alter
 _THREADS = flags.DEFINE_integer("threads", None, "Override settings.threads.")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
                            "Override settings.dtype (compute dtype; parameters stay float32).")
-_QUERY_BLOCK = flags.DEFINE_integer("attn_query_blocks", None,
-                                    "Override settings.attn_query_blocks (ours: causal query blocks).")
+_QUERY_BLOCKS = flags.DEFINE_integer("attn_query_blocks", None,
+                                     "Override settings.attn_query_blocks (ours: causal query blocks).")
 _PRETRAIN_STEP = flags.DEFINE_list(
     "pretrain_step", None, "Instead of PPO: time the default base's pretraining step "
     "(configs/treatment.py's model and pretrain sections) for these attn_query_blocks values, "
@@ -224,7 +224,7 @@ def main(argv):
         return bench_pretrain_step([int(v) for v in _PRETRAIN_STEP.value])
     names = _FRAMEWORKS.value or (["trl", "tunix"] if _PEERS.value else ["ours"])
     overrides = {k: f.value for k, f in (("threads", _THREADS), ("dtype", _DTYPE),
-                                         ("attn_query_blocks", _QUERY_BLOCK)) if f.value is not None}
+                                         ("attn_query_blocks", _QUERY_BLOCKS)) if f.value is not None}
     all_cells = settings_lib.cells(**overrides)
     wanted = list(all_cells) if _CELLS.value == ["all"] else _CELLS.value
     unknown = set(wanted) - set(all_cells)

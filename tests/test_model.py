@@ -211,12 +211,12 @@ def test_query_blocks_give_the_same_outputs_and_gradients(variant):
                      [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]], jnp.int32)
     mask = jnp.array([[0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2],  # left padding, then two packed segments
                       [1] * 11], jnp.int32)
+    pos = jnp.array([[0, 0, 0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(11))], jnp.int32)  # restart per segment
     real = np.asarray(mask) > 0
     results = []
     for block in (1, 3, 4, 11):
         cfg = model_config("tiny", attn_query_blocks=block, **VARIANTS[variant])
         graphdef, params, _ = create_model(cfg, _single_mesh(), sharding.DEFAULT_RULES, 0)
-        pos = jnp.where(mask > 0, jnp.array([[0, 0, 0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(11))]), 0)
 
         def loss(p):
             model = nnx.merge(graphdef, p)

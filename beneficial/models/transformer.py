@@ -122,17 +122,17 @@ class Attention(nnx.Module):
             v = jax.lax.dynamic_update_slice(kv_cache["v"], v.transpose(0, 2, 1, 3).astype(kv_cache["v"].dtype),
                                              (0, 0, cache_index, 0))
             kv_cache, kv = {"k": k, "v": v}, "bkse"
-        attend = lambda q, k, v, mask: self._attend(q, k.astype(dt), v.astype(dt), mask, kv)
+        k, v = k.astype(dt), v.astype(dt)
         n = min(cfg.attn_query_blocks, t)
         if kv_cache is None and n > 1:
             # Without a cache, slot = column, so queries in [a, z) never see a key at or after z:
             # each block of queries scores only the keys before its end, skipping most of the
             # masked upper triangle (the [T, T] probabilities are memory-bound on CPUs).
             cuts = [round(i * t / n) for i in range(n + 1)]
-            out = jnp.concatenate([attend(q[:, a:z], k[:, :z], v[:, :z], mask[:, a:z, :z])
+            out = jnp.concatenate([self._attend(q[:, a:z], k[:, :z], v[:, :z], mask[:, a:z, :z], kv)
                                    for a, z in zip(cuts[:-1], cuts[1:])], axis=1)
         else:
-            out = attend(q, k, v, mask)
+            out = self._attend(q, k, v, mask, kv)
         out = dense(out.reshape(b, t, h * e), self.o[...].astype(dt).reshape(h * e, -1))
         return out, kv_cache
 
