@@ -53,6 +53,9 @@ _PRETRAIN_STEP = flags.DEFINE_list(
     "pretrain_step", None, "Instead of PPO: time the default base's pretraining step "
     "(configs/treatment.py's model and pretrain sections) for these attn_query_blocks values, "
     "e.g. 1,4,5, alternating in this process.")
+_PROFILE_UPDATE = flags.DEFINE_string(
+    "profile_update", None, "Instead of timing: trace our PPO update at this cell (e.g. 1.5M/r128) "
+    "and print its thunk time by category (matmul, elementwise, reduce, ...).")
 _STEPS = flags.DEFINE_integer("steps", 5, "--pretrain_step: timed steps per variant.")
 _OUT = flags.DEFINE_string("out", None, "JSON record path (default .benchmarks/bench-<time>.json).")
 _CEILING = flags.DEFINE_bool("ceiling", True, "Measure XLA and torch matmul ceilings first.")
@@ -222,6 +225,8 @@ def main(argv):
         return
     if _PRETRAIN_STEP.value:
         return bench_pretrain_step([int(v) for v in _PRETRAIN_STEP.value])
+    if _PROFILE_UPDATE.value:
+        return bench_profile_update(_PROFILE_UPDATE.value)
     names = _FRAMEWORKS.value or (["trl", "tunix"] if _PEERS.value else ["ours"])
     overrides = {k: f.value for k, f in (("threads", _THREADS), ("dtype", _DTYPE),
                                          ("attn_query_blocks", _QUERY_BLOCKS)) if f.value is not None}
@@ -267,6 +272,27 @@ def main(argv):
     print()
     print_table(rows)
     print(f"\nFLOPs: analytic, beneficial/bench/flops.py; ceilings: {backend_note()}")
+    print(f"wrote {out}")
+
+
+def bench_profile_update(cell: str):
+    """Our update's thunk time by category at one cell, as a table and JSON."""
+    from beneficial.bench import profile_update
+
+    cells = settings_lib.cells()
+    if cell not in cells:
+        raise app.UsageError(f"--profile_update={cell!r} is not a cell; use one of {sorted(cells)}")
+    record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
+                  started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    print(f"machine: {record['machine']}")
+    record["quiet_wait"] = machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
+    record["loadavg_before"] = machine.loadavg()
+    record.update(profile_update.profile_update(cells[cell], cell), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    record["loadavg_after"] = machine.loadavg()
+    print(profile_update.markdown(record))
+    out = pathlib.Path(_OUT.value or _ROOT / ".benchmarks" / f"profile-update-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {out}")
 
 

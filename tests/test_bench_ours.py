@@ -53,3 +53,16 @@ def test_pretrain_step_variants_agree_and_batches_are_packed():
     r = time_variants(c, {"one": {"attn_query_blocks": 1}, "blocks": {"attn_query_blocks": 5}}, steps=1)
     assert abs(r["one"]["first_loss"] - r["blocks"]["first_loss"]) < 1e-5
     assert r["one"]["first_loss"] > 1.0 and all(v["median_s"] > 0 for v in r.values())
+
+
+def test_update_profile_attributes_thunk_time():
+    """`launch/bench.py --profile_update`: the trace's thunks map to compiled HLO, so the
+    matmuls of the update are found and every category's time adds up to the total."""
+    from beneficial.bench.profile_update import markdown, profile_update
+
+    r = profile_update(MICRO, "micro", calls=1)
+    cats = r["categories"]
+    assert r["thunk_s"] > 0 and r["thunks"] > 10
+    assert cats.get("matmul", 0) > 0 and cats.get("elementwise", 0) > 0
+    assert abs(sum(cats.values()) - r["thunk_s"]) < 1e-9 and cats.get("unmapped", 0) < 0.05 * r["thunk_s"]
+    assert "| matmul |" in markdown(r)

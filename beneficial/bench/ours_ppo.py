@@ -37,14 +37,14 @@ def model_cfg(s: dict):
                         attn_query_blocks=s["attn_query_blocks"])
 
 
-def run_ours_ppo(s: dict, iterations: int, warmup: int = 1) -> dict:
-    s = settings_lib.make_settings(**s)
+def setup_ours_ppo(s: dict, iterations: int):
+    """(ppo, state, frozen, prompts, policy params, ppo config) for bench settings `s`."""
     cfg = model_cfg(s)
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1})
     rules = sharding.DEFAULT_RULES
     c = ppo_config(max_prompt_len=s["prompt_len"], max_response_len=s["response_len"],
                    prompts_per_iteration=s["episodes_per_iteration"], num_ppo_epochs=s["num_ppo_epochs"],
-                   num_minibatches=s["num_minibatches"], iterations=warmup + iterations, temperature=1.0,
+                   num_minibatches=s["num_minibatches"], iterations=iterations, temperature=1.0,
                    source_names=["general"], source_scores=["reward_model"], missing_eos_penalty=None)
     pol_gd, policy, _ = create_model(cfg, mesh, rules, s["seed"])
     rm_gd, reward, _ = create_model(cfg, mesh, rules, s["seed"] + 1, head="scalar")
@@ -54,16 +54,27 @@ def run_ours_ppo(s: dict, iterations: int, warmup: int = 1) -> dict:
     state = init_ppo_state(c, policy, critic, ppo.tx_policy, ppo.tx_critic, seed=s["seed"])
     frozen = make_frozen(jax.tree.map(jnp.copy, policy), reward, None, 1)
     prompts = jnp.asarray(settings_lib.make_prompts(s))
-    source_ids = jnp.zeros((s["episodes_per_iteration"],), jnp.int32)
-    zeros = jnp.zeros((s["episodes_per_iteration"],), jnp.float32)
+    return ppo, state, frozen, prompts, policy, c
+
+
+def rollout_batch(ppo, state, prompts, key):
+    """(generated tokens, the batch to score) of one iteration, synchronised."""
+    e = prompts.shape[0]
+    gen = jax.block_until_ready(ppo.rollout.generate_step(state, prompts, key))
+    batch = {"prompts": prompts, "responses": gen["tokens"], "response_mask": gen["mask"],
+             "source_ids": jnp.zeros((e,), jnp.int32), "grader_scores": jnp.zeros((e,), jnp.float32)}
+    return gen, batch
+
+
+def run_ours_ppo(s: dict, iterations: int, warmup: int = 1) -> dict:
+    s = settings_lib.make_settings(**s)
+    ppo, state, frozen, prompts, policy, c = setup_ours_ppo(s, warmup + iterations)
     records, decode_steps = [], []
     for it in range(warmup + iterations):
         key = jax.random.fold_in(jax.random.key(s["seed"]), it)
         t0 = now()
-        gen = jax.block_until_ready(ppo.rollout.generate_step(state, prompts, key))
+        gen, batch = rollout_batch(ppo, state, prompts, key)
         t1 = now()
-        batch = {"prompts": prompts, "responses": gen["tokens"], "response_mask": gen["mask"],
-                 "source_ids": source_ids, "grader_scores": zeros}
         rb, _ = jax.block_until_ready(ppo.rollout.score_step(state, frozen, batch))
         t2 = now()
         state, _ = jax.block_until_ready(ppo.update(state, rb, jax.random.fold_in(key, 1)))

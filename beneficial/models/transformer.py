@@ -10,6 +10,7 @@ Masking is by segment ids and slots, so one code path serves packed pretraining
 (segments 1, 2, ... with positions that reset), left-padded prompts (segment 0 on the
 padding) and cached decoding (keys live in cache slots).
 """
+import functools
 import math
 
 import jax
@@ -82,6 +83,35 @@ def softcap(x, cap):
     return x if cap is None else cap * jnp.tanh(x / cap)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def softmax_attend(logits, v, kv: str):
+    """softmax(logits) @ v: logits [b, k, g, t, s] (float32), v in layout `kv`; -> [b, t, k, g, e].
+
+    The backward pass uses rowsum(P * dP) = rowsum(dO * O) (the flash-attention identity):
+    a reduction over the head dimension instead of over every key. Autodiff of the softmax
+    reduced over the [t, s] probabilities, 11% of the PPO update's time on a 2-core CPU
+    (BENCHMARKS.md, "Profiling the update")."""
+    return _softmax_attend_fwd(logits, v, kv)[0]
+
+
+def _softmax_attend_fwd(logits, v, kv):
+    probs = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum(f"bkgts,{kv}->btkge", probs.astype(v.dtype), v)
+    return out, (probs, v, out)
+
+
+def _softmax_attend_bwd(kv, residuals, d_out):
+    probs, v, out = residuals
+    d_probs = jnp.einsum(f"btkge,{kv}->bkgts", d_out, v).astype(jnp.float32)
+    row = jnp.einsum("btkge,btkge->bkgt", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    d_logits = probs * (d_probs - row[..., None])
+    d_v = jnp.einsum(f"bkgts,btkge->{kv}", probs.astype(v.dtype), d_out)
+    return d_logits, d_v
+
+
+softmax_attend.defvjp(_softmax_attend_fwd, _softmax_attend_bwd)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg, layer: int, rngs: nnx.Rngs):
         d, h, k, e, pd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.param_dtype
@@ -138,13 +168,12 @@ class Attention(nnx.Module):
 
     def _attend(self, q, k, v, mask, kv):
         """Softmax attention of q [b, t, kv_heads, g, e] over k, v (layout `kv`); mask [b, t, s]."""
-        cfg, dt = self.cfg, q.dtype
+        cfg = self.cfg
         scale = (cfg.query_pre_attn_scalar or q.shape[-1]) ** -0.5
         logits = jnp.einsum(f"btkge,{kv}->bkgts", q, k).astype(jnp.float32) * scale
         logits = softcap(logits, cfg.attn_softcap)
         logits = jnp.where(mask[:, None, None], logits, NEG_INF)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        return jnp.einsum(f"bkgts,{kv}->btkge", probs, v)
+        return softmax_attend(logits, v, kv)
 
 
 class MLP(nnx.Module):
