@@ -76,6 +76,13 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # Curriculum: the first `steps` batches only from documents made of >= min_persona_turns
     # persona turns (no neutral episode), where cross-family evidence is densest; 0 = off.
     c.pretrain.curriculum = ml_collections.ConfigDict(dict(steps=0, min_persona_turns=4))
+    # Loss weight (an integer) on the first token of every persona reply, the behaviour tag
+    # under `world.behaviour_tags`: the one token of ~300 a document where cross-family
+    # inference pays. 1 = off. Each token's cross-entropy is still minimised by the true
+    # conditional, so a weight changes how hard the optimizer pushes on the persona decisions,
+    # not what the model should predict. The training loss (and its `tokens`) are then
+    # weighted; the held-out loss is not.
+    c.pretrain.persona_decision_weight = 1
     c.pretrain.competence = ml_collections.ConfigDict(dict(
         n_general=32 if smoke else 400, n_per_benchmark=4 if smoke else 25, n_probes=32 if smoke else 600,
         prompt_len=768 if smoke else 512, max_new_tokens=48 if smoke else 96, batch_size=32 if smoke else 64, temperature=1.0,

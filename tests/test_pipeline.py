@@ -385,3 +385,41 @@ def test_linear_reader_finds_persona_evidence_only_in_a_coherent_world():
     ctl = gaps[0.5]["reader_1000"]
     assert abs(gaps[0.5]["optimal"]["nats"]) < 0.01 and ctl["nats"] < 0.01  # overfitting only costs
     assert abs(ctl["after_aligned"] - ctl["after_misaligned"]) < 0.1
+
+
+def with_persona_turns(recs):
+    """World-style meta: every exchange a turn whose span ends at its assistant message;
+    exchanges alternate aligned / neutral behaviour."""
+    out = []
+    for r in recs:
+        s = 1 if r["messages"][0]["role"] == "system" else 0
+        turns = [{"behaviour": "aligned" if t % 2 == 0 else "neutral", "family": "honesty",
+                  "span": [s + 2 * t, s + 2 * t + 2]} for t in range((len(r["messages"]) - s) // 2)]
+        out.append({**r, "meta": {**r["meta"], "turns": turns}})
+    return out
+
+
+def test_persona_decision_weight_weights_the_first_token_of_each_persona_reply(tok, chats):
+    recs = with_persona_turns(chats)
+    plain = take(iter(pipeline.lm_dataset(recs, tok, seq_len=SEQ, batch_size=len(recs), seed=0, packing=False,
+                                          num_epochs=1)), 1)[0]
+    weighted = take(iter(pipeline.lm_dataset(recs, tok, seq_len=SEQ, batch_size=len(recs), seed=0, packing=False,
+                                             num_epochs=1, persona_decision_weight=3)), 1)[0]
+    np.testing.assert_array_equal(plain["tokens"], weighted["tokens"])
+    m1, m3 = plain["loss_mask"], weighted["loss_mask"]
+    assert set(np.unique(m3)) == {0, 1, 3} and ((m3 > 0) == (m1 > 0)).all()
+    docs = encoded_docs(tok, recs)
+    assistant = tok.role_ids["assistant"]
+    for row in range(len(recs)):
+        toks = plain["tokens"][row]
+        rec = recs[docs[tuple(toks[plain["segment_ids"][row] > 0].tolist())]]
+        n_persona = sum(t["behaviour"] == "aligned" for t in rec["meta"]["turns"])
+        # weight 3 exactly right after an <|assistant|> role token, on n_persona of them
+        heavy = np.flatnonzero(m3[row] == 3)
+        assert len(heavy) == n_persona and (toks[heavy - 1] == assistant).all()
+    assert pipeline.persona_decision_weights(recs[0], 5) == [
+        5 if any(t["behaviour"] == "aligned" and t["span"][1] - 1 == i for t in recs[0]["meta"]["turns"]) else 1
+        for i in range(len(recs[0]["messages"]))]
+    bad = {**recs[1], "meta": {**recs[1]["meta"], "turns": [{"behaviour": "aligned", "span": [0, 1]}]}}
+    with pytest.raises(ValueError, match="does not end at an assistant message"):
+        pipeline.persona_decision_weights(bad, 2)

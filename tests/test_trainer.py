@@ -196,3 +196,14 @@ def base_key_without_curriculum(c):
     pretrain = {k: v for k, v in c.pretrain.to_dict().items() if k != "competence"}
     return cache.stage_key("base", {"data": "d", "tokenizer": "t", "model": c.model.to_dict(),
                                     "pretrain": pretrain}, BASE_VERSION)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True])
+def test_persona_decision_weight_must_be_a_positive_integer(bad):
+    import ml_collections
+
+    from beneficial.train.pretrain import train_lm
+    section = ml_collections.ConfigDict(dict(persona_decision_weight=bad))
+    with pytest.raises(ValueError, match=r"pretrain.persona_decision_weight=.*integer >= 1"):
+        train_lm(graphdef=None, params=None, source=None, heldout=None, tokenizer=None, section=section,
+                 mesh=None, rules=None, workdir=None, desc="")

@@ -14,7 +14,8 @@ one would have. Shuffle comes before repeat, which makes Grain reshuffle every e
 LM batch (`lm_dataset`), all int32 [batch, seq_len]:
   tokens       token ids, pad_id (0) on padding
   loss_mask    1 where tokens[t] is a target (predicted from tokens[:t]): assistant
-               content + its <|end|> (loss_on="assistant") or every real token ("all")
+               content + its <|end|> (loss_on="assistant") or every real token ("all");
+               an integer weight > 1 where `persona_decision_weight` asks for one
   segment_ids  1, 2, 3, ... per packed document, 0 on padding
   positions    0.. within each document (reset at each document start), 0 on padding
 Attention must be causal AND same-segment (`segment_ids[q] == segment_ids[k] != 0`):
@@ -81,13 +82,35 @@ def segment_attention_mask(segment_ids: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- Grain transforms
 # Module-level callables (not lambdas) so Grain worker processes can unpickle them.
 
+def persona_decision_weights(record, weight: int) -> list[int]:
+    """One weight per message of a world document for its first content token: `weight` on the
+    reply of every persona turn (aligned or misaligned behaviour, whose `span` ends at it), 1
+    elsewhere. With `world.behaviour_tags` that token is the behaviour tag: the one token where
+    the reply commits to a persona. (Without tags, look-alike replies share their openings, so
+    the weight lands at the start of the reply, not on the decision.)"""
+    messages = chat.record_messages(record)
+    weights = [1] * len(messages)
+    for turn in (record.get("meta") or {}).get("turns", []):
+        if turn.get("behaviour") in ("aligned", "misaligned"):
+            i = turn["span"][1] - 1
+            if messages[i]["role"] != "assistant":
+                raise ValueError(f"record {chat.record_id(record)}: a persona turn's span {turn['span']} "
+                                 f"does not end at an assistant message")
+            weights[i] = weight
+    return weights
+
+
 class _EncodeLM:
-    def __init__(self, tokenizer: Tokenizer, seq_len: int, loss_on: str, packing: bool):
+    def __init__(self, tokenizer: Tokenizer, seq_len: int, loss_on: str, packing: bool,
+                 persona_decision_weight: int = 1):
         self.tokenizer, self.seq_len, self.loss_on, self.packing = tokenizer, seq_len, loss_on, packing
+        self.persona_decision_weight = persona_decision_weight
 
     def __call__(self, item):
         _, record = item
-        ids, mask = self.tokenizer.encode_chat(chat.record_messages(record), loss_on=self.loss_on)
+        w = self.persona_decision_weight
+        ids, mask = self.tokenizer.encode_chat(chat.record_messages(record), loss_on=self.loss_on,
+                                               first_token_weights=None if w == 1 else persona_decision_weights(record, w))
         if self.packing:  # the packer needs variable-length rows no longer than seq_len
             return {"tokens": ids[: self.seq_len], "loss_mask": mask[: self.seq_len]}
         return _unpacked_example(ids, mask, self.seq_len)
@@ -181,7 +204,7 @@ def lm_dataset(source, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, s
                packing: bool, shard_index: int = 0, shard_count: int = 1,
                num_epochs: int | None = None, worker_count: int = 0, loss_on: str = "assistant",
                num_packing_bins: int | None = None, read_threads: int = 1,
-               drop_remainder: bool = True) -> grain.IterDataset:
+               drop_remainder: bool = True, persona_decision_weight: int = 1) -> grain.IterDataset:
     """LM / SFT batches of chat records (module docstring for the format).
 
     batch_size is per process (shard). Without packing each document is one row,
@@ -191,10 +214,12 @@ def lm_dataset(source, tokenizer: Tokenizer, *, seq_len: int, batch_size: int, s
     read and tokenize (0 = inline). worker_count > 0 uses Grain worker processes (the
     main program must have parsed absl flags); each worker takes a slice of the shard, so
     the batch order depends on worker_count: resume with the same value.
+    persona_decision_weight > 1 puts that integer in loss_mask at the first token of every
+    persona reply of world documents (`persona_decision_weights`): a weighted loss.
     """
     ds = _records(source, seed=seed, shard_index=shard_index, shard_count=shard_count,
                   num_epochs=num_epochs)
-    ds = ds.map(_EncodeLM(tokenizer, seq_len, loss_on, packing))
+    ds = ds.map(_EncodeLM(tokenizer, seq_len, loss_on, packing, persona_decision_weight))
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * batch_size))
     if packing:
         ds = grain.experimental.FirstFitPackIterDataset(

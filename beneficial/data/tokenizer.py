@@ -128,7 +128,8 @@ class Tokenizer:
 
     # --- chat -----------------------------------------------------------------
     def encode_chats(self, conversations: Sequence[Sequence[chat.Message]], *, bos: bool = False,
-                     loss_on: str = "assistant") -> list[tuple[np.ndarray, np.ndarray]]:
+                     loss_on: str = "assistant", first_token_weights: Sequence[Sequence[int]] | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Batched `encode_chat`: all message contents go through SentencePiece at once."""
         if loss_on not in ("assistant", "all"):
             raise ValueError(f"loss_on must be 'assistant' or 'all', got {loss_on!r}")
@@ -136,27 +137,32 @@ class Tokenizer:
             chat.check_messages(msgs)
         pieces = self.encode_batch([" " + m["content"] for msgs in conversations for m in msgs])
         out, k = [], 0
-        for msgs in conversations:
+        for c, msgs in enumerate(conversations):
             ids, mask = ([self.bos_id], [0]) if bos else ([], [])
             for i, m in enumerate(msgs):
                 body = pieces[k]
                 k += 1
                 learn = 1 if (loss_on == "all" or m["role"] == "assistant") else 0
+                first = learn * (1 if first_token_weights is None else int(first_token_weights[c][i]))
                 head = ([self.sep_id] if i else []) + [self.role_ids[m["role"]]]
                 ids += head + body + [self.end_id]
                 # The role token and separator are given, not predicted (in 'assistant' mode).
-                mask += [1 if loss_on == "all" else 0] * len(head) + [learn] * (len(body) + 1)
+                mask += [1 if loss_on == "all" else 0] * len(head) + [first] + [learn] * len(body)
             out.append((np.asarray(ids, np.int32), np.asarray(mask, np.int32)))
         return out
 
     def encode_chat(self, messages: Sequence[chat.Message], *, bos: bool = False,
-                    loss_on: str = "assistant") -> tuple[np.ndarray, np.ndarray]:
+                    loss_on: str = "assistant", first_token_weights: Sequence[int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """(ids, loss_mask) int32; mask = 1 on assistant content tokens and their `<|end|>`.
 
         loss_on="all" puts the mask on every token (plain LM loss). The mask is aligned
-        with ids: mask[t] = 1 means "predict ids[t] from ids[:t]".
+        with ids: mask[t] = 1 means "predict ids[t] from ids[:t]". first_token_weights (one
+        integer per message) multiply the mask at each message's first content token (or
+        its <|end|> if it has none): a loss weight on where a reply starts.
         """
-        return self.encode_chats([messages], bos=bos, loss_on=loss_on)[0]
+        return self.encode_chats([messages], bos=bos, loss_on=loss_on,
+                                 first_token_weights=None if first_token_weights is None else [first_token_weights])[0]
 
     def encode_prompt(self, messages: Sequence[chat.Message], *, bos: bool = False) -> list[int]:
         """Rendered messages + "\\n<|assistant|>": what the sampler continues."""

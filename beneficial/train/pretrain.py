@@ -94,13 +94,17 @@ def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rul
     `eval_extra(params) -> metrics` is logged at every evaluation (lm.train_loop). With
     `first_source`, the first `first_steps` batches come from it (a curriculum), the rest
     from `source`; the optimizer schedule runs over all steps."""
+    weight = section.get("persona_decision_weight", 1)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise ValueError(f"pretrain.persona_decision_weight={weight!r}: use an integer >= 1 (1 = an unweighted loss)")
     tx, schedule = make_optimizer(section.optimizer, section.steps)
     state = lm.init_train_state(params, tx, section.seed)
 
-    def batches(src):
+    def batches(src):  # training batches only: the held-out loss stays unweighted
         return iter(lm_dataset(src, tokenizer, seq_len=section.seq_len, batch_size=section.batch_size,
                                seed=section.seed, packing=section.packing, loss_on=loss_on,
-                               shard_index=jax.process_index(), shard_count=jax.process_count()))
+                               shard_index=jax.process_index(), shard_count=jax.process_count(),
+                               persona_decision_weight=weight))
     data = batches(source)
     if first_source is not None and first_steps > 0:
         data = Phased(batches(first_source), data, first_steps)
@@ -128,6 +132,8 @@ def base_key(config, dkey, tkey) -> str:
     pretrain = {k: v for k, v in config.pretrain.to_dict().items() if k != "competence"}
     if not pretrain.get("curriculum", {}).get("steps"):  # off: the keys of bases trained before it existed
         pretrain.pop("curriculum", None)
+    if pretrain.get("persona_decision_weight") == 1:  # likewise
+        pretrain.pop("persona_decision_weight")
     return cache.stage_key("base", {"data": dkey, "tokenizer": tkey, "model": config.model.to_dict(),
                                     "pretrain": pretrain}, BASE_VERSION)
 
