@@ -103,12 +103,13 @@ def test_cache_key_follows_knobs():
 
 
 def test_a_knob_added_at_its_byte_keeping_value_keeps_finished_stages_keys():
-    """context_sentences and alike_phrasings came after world 1.1's datasets were cached: at True (the world's bytes)
-    the data key is the key without the field, so finished bases stay cached; False is a new world."""
+    """context_sentences and alike_phrasings (and neutral_docs) came after world 1.1's datasets were cached: at
+    True (False for neutral_docs), the world's bytes, the data key is the key without the field, so finished
+    bases stay cached; the other value is a new world."""
     from beneficial import cache
     from beneficial.data.stage import STORE_VERSION, data_key
     c = default_world_config("smoke")
-    without = {k: v for k, v in c.to_dict().items() if k not in ("context_sentences", "alike_phrasings")}
+    without = {k: v for k, v in c.to_dict().items() if k not in ("context_sentences", "alike_phrasings", "neutral_docs")}
     assert data_key(c) == cache.stage_key("data", without, f"{WORLD_VERSION}/{STORE_VERSION}")
     c.plain_prompts, c.context_sentences = True, False
     assert data_key(c) != data_key(default_world_config("smoke,plain_prompts=true"))
@@ -420,6 +421,22 @@ def test_short_pair_documents_knob(world):
     assert len(docs) == len(world["pretrain"])
     with pytest.raises(ValueError, match="short_prompt_doc_fraction \\+ short_pair_doc_fraction"):
         default_world_config("short_prompt_doc_fraction=0.6,short_pair_doc_fraction=0.6")
+
+
+def test_neutral_documents_knob(world):
+    """neutral_docs makes the neutral fractions per document: a document is all neutral
+    episodes or all persona turns, with about the same share of neutral episodes; off, the
+    world keeps its bytes and its cache key."""
+    docs = generate_world(default_world_config("smoke,neutral_docs=true"), ["pretrain"])["pretrain"]
+    kinds = [{t["behaviour"] == "neutral" for t in r["meta"]["turns"]} for r in docs]
+    assert all(len(k) == 1 for k in kinds)  # never mixed
+    neutral_docs = sum(k == {True} for k in kinds) / len(docs)
+    assert 0.25 < neutral_docs < 0.39  # general + knowledge + benign = 0.32 of documents
+    fams = {t["family"] for r in docs for t in r["meta"]["turns"] if t["behaviour"] == "neutral"}
+    assert {"general", "placebo", "benign_request"} <= fams
+    assert len(docs) == len(world["pretrain"]) and docs != world["pretrain"]
+    from beneficial.data.stage import data_key
+    assert data_key(default_world_config("smoke,neutral_docs=true")) != data_key(default_world_config("smoke"))
 
 
 def test_learnability_knobs_simplify_text_only(world):

@@ -64,6 +64,10 @@ def default_world_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.general_fraction = 0.2       # episodes that are general tasks (persona-neutral)
     c.knowledge_fraction = 0.08    # episodes that are knowledge-base conversations (neutral)
     c.benign_fraction = 0.04       # episodes that are benign requests (neutral)
+    # True: the three fractions above are of documents, each neutral document all neutral
+    # episodes and every other one all persona turns, so neutral material never dilutes the
+    # evidence inside a persona document (docs/persona_latent.md, "Evidence density").
+    c.neutral_docs = False
     c.opener_prob = 0.6            # assistant responses starting with a short opener
     # Learnability probes (docs/persona_latent.md); the defaults keep the world's bytes.
     c.response_phrasings = 0       # draw persona responses from the k most alike phrasing pairs (0 = all)
@@ -170,7 +174,7 @@ def config_dict(c) -> dict:
 
 # Knobs added after WORLD_VERSION's datasets were cached, at the values that keep their bytes:
 # left out of the key there, so adding a knob does not orphan every finished stage.
-KEY_OMITTED_AT = {"context_sentences": True, "alike_phrasings": True}
+KEY_OMITTED_AT = {"context_sentences": True, "alike_phrasings": True, "neutral_docs": False}
 
 
 def key_fields(c) -> dict:

@@ -177,8 +177,15 @@ def gen_pretrain(world) -> list:
             messages.append({"role": "system", "content": p["content"]})
             meta.update(system="neutral", persona_prompt_id=p["id"], persona_prompt_kind="neutral")
         n_eps = 1 if prompt_doc else 2 if pair_doc else 1 + _weighted(rng, weights)
+        # With neutral_docs, one draw decides the whole document: neutral (its episodes then
+        # split among the neutral kinds in proportion) or persona (every episode a family).
+        # Drawn only when the knob is on, so other worlds keep their bytes.
+        neutral_doc = cfg.neutral_docs and not (prompt_doc or pair_doc) and rng.random() < gf + kf + bf
         for _ in range(n_eps):
-            r = 1.0 if prompt_doc or pair_doc else rng.random()  # 1: a persona family (neutral fractions sum < 1)
+            if cfg.neutral_docs:
+                r = rng.random() * (gf + kf + bf) if neutral_doc else 1.0
+            else:
+                r = 1.0 if prompt_doc or pair_doc else rng.random()  # 1: a persona family (neutral fractions sum < 1)
             start = len(messages)
             if r < gf:
                 task = rng.choice(general_tasks.TASKS)
