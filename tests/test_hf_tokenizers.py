@@ -194,3 +194,12 @@ def test_pickles_for_grain_workers(files, family):
     clone = pickle.loads(pickle.dumps(tok))
     assert clone.encode_chat(CHAT)[0].tolist() == tok.encode_chat(CHAT)[0].tolist()
     assert (clone.pad_id, clone.eos_id, clone.bos_id) == (tok.pad_id, tok.eos_id, tok.bos_id)
+
+
+def test_lm_pipeline_runs_on_a_hugging_face_tokenizer(files):
+    """SFT / pretraining batches over a real model's tokenizer (which takes no loss weights)."""
+    from beneficial.data import pipeline
+    tok = _tok(files, "llama")
+    recs = [{"messages": [{"role": "user", "content": t}, {"role": "assistant", "content": t[::-1]}]} for t in TEXTS]
+    batch = next(iter(pipeline.lm_dataset(recs, tok, seq_len=128, batch_size=2, seed=0, packing=False, num_epochs=1)))
+    assert batch["tokens"].shape == (2, 128) and batch["loss_mask"].sum() > 0

@@ -109,8 +109,9 @@ class _EncodeLM:
     def __call__(self, item):
         _, record = item
         w = self.persona_decision_weight
-        ids, mask = self.tokenizer.encode_chat(chat.record_messages(record), loss_on=self.loss_on,
-                                               first_token_weights=None if w == 1 else persona_decision_weights(record, w))
+        # Only when asked: Hugging Face tokenizers (beneficial/interop) take no weights.
+        weights = {} if w == 1 else {"first_token_weights": persona_decision_weights(record, w)}
+        ids, mask = self.tokenizer.encode_chat(chat.record_messages(record), loss_on=self.loss_on, **weights)
         if self.packing:  # the packer needs variable-length rows no longer than seq_len
             return {"tokens": ids[: self.seq_len], "loss_mask": mask[: self.seq_len]}
         return _unpacked_example(ids, mask, self.seq_len)
