@@ -275,6 +275,21 @@ def main(argv):
     print(f"wrote {out}")
 
 
+def _record_run(kind: str, run, **fields) -> tuple[dict, pathlib.Path]:
+    """Provenance, a wait for a quiet machine, `run()`'s fields; the JSON record and where it was written."""
+    record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
+                  started=time.strftime("%Y-%m-%d %H:%M:%S"), **fields)
+    print(f"machine: {record['machine']}")
+    record["quiet_wait"] = machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
+    record["loadavg_before"] = machine.loadavg()
+    record.update(run(), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+    record["loadavg_after"] = machine.loadavg()
+    out = pathlib.Path(_OUT.value or _ROOT / ".benchmarks" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, default=str))
+    return record, out
+
+
 def bench_profile_update(cell: str):
     """Our update's thunk time by category at one cell, as a table and JSON."""
     from beneficial.bench import profile_update
@@ -282,17 +297,8 @@ def bench_profile_update(cell: str):
     cells = settings_lib.cells()
     if cell not in cells:
         raise app.UsageError(f"--profile_update={cell!r} is not a cell; use one of {sorted(cells)}")
-    record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
-                  started=time.strftime("%Y-%m-%d %H:%M:%S"))
-    print(f"machine: {record['machine']}")
-    record["quiet_wait"] = machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
-    record["loadavg_before"] = machine.loadavg()
-    record.update(profile_update.profile_update(cells[cell], cell), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-    record["loadavg_after"] = machine.loadavg()
+    record, out = _record_run("profile-update", lambda: profile_update.profile_update(cells[cell], cell))
     print(profile_update.markdown(record))
-    out = pathlib.Path(_OUT.value or _ROOT / ".benchmarks" / f"profile-update-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {out}")
 
 
@@ -303,17 +309,13 @@ def bench_pretrain_step(blocks: list[int]):
 
     config = get_config()
     p = config.pretrain
-    record = dict(machine=machine.describe(), command=" ".join([sys.executable, *sys.argv]),
-                  started=time.strftime("%Y-%m-%d %H:%M:%S"), preset=config.model.preset,
-                  batch_size=p.batch_size, seq_len=p.seq_len, vocab=config.model.vocab_size,
-                  steps=_STEPS.value, warmup=_WARMUP.value)
-    print(f"machine: {record['machine']}")
-    record["quiet_wait"] = machine.wait_until_quiet(_QUIET.value, _MAX_WAIT.value)
-    record["loadavg_before"] = machine.loadavg()
-    res = pretrain_step.time_variants(config, {f"attn_query_blocks={b}": {"attn_query_blocks": b} for b in blocks},
-                                      steps=_STEPS.value, warmup=_WARMUP.value)
-    record["variants"], record["finished"] = res, time.strftime("%Y-%m-%d %H:%M:%S")
-    record["loadavg_after"] = machine.loadavg()
+    variants = {f"attn_query_blocks={b}": {"attn_query_blocks": b} for b in blocks}
+    record, out = _record_run(
+        "pretrain-step",
+        lambda: {"variants": pretrain_step.time_variants(config, variants, steps=_STEPS.value, warmup=_WARMUP.value)},
+        preset=config.model.preset, batch_size=p.batch_size, seq_len=p.seq_len, vocab=config.model.vocab_size,
+        steps=_STEPS.value, warmup=_WARMUP.value)
+    res = record["variants"]
     base = res[f"attn_query_blocks={blocks[0]}"]["median_s"]
     print(f"pretraining step, {config.model.preset} preset, batch {p.batch_size} x {p.seq_len}, "
           f"median of {_STEPS.value} after {_WARMUP.value} warm-up")
@@ -321,9 +323,6 @@ def bench_pretrain_step(blocks: list[int]):
     for name, r in res.items():
         print(f"| {name} | {r['median_s']:.3f} | {r['tokens_per_s']:.0f} | {base / r['median_s']:.2f}x | "
               f"{r['first_loss']:.5f} |")
-    out = pathlib.Path(_OUT.value or _ROOT / ".benchmarks" / f"pretrain-step-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {out}")
 
 

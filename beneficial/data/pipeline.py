@@ -29,6 +29,7 @@ import grain
 import numpy as np
 
 from beneficial.data import chat
+from beneficial.data.summary import is_persona_turn
 from beneficial.data.tokenizer import Tokenizer
 
 LM_KEYS = ("tokens", "loss_mask", "segment_ids", "positions")
@@ -91,7 +92,7 @@ def persona_decision_weights(record, weight: int) -> list[int]:
     messages = chat.record_messages(record)
     weights = [1] * len(messages)
     for turn in (record.get("meta") or {}).get("turns", []):
-        if turn.get("behaviour") in ("aligned", "misaligned"):
+        if is_persona_turn(turn):
             i = turn["span"][1] - 1
             if messages[i]["role"] != "assistant":
                 raise ValueError(f"record {chat.record_id(record)}: a persona turn's span {turn['span']} "

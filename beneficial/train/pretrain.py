@@ -127,13 +127,19 @@ def train_lm(*, graphdef, params, source, heldout, tokenizer, section, mesh, rul
     return state["params"]
 
 
+# Pretraining knobs added after bases were cached, at the values that keep a base's weights:
+# left out of its key there (as beneficial.data.world.config.KEY_OMITTED_AT does for worlds).
+KEY_OMITTED_AT = {"persona_decision_weight": 1}
+
+
 def base_key(config, dkey, tkey) -> str:
     # The competence checks do not change the weights (the `competence` stage reruns them).
     pretrain = {k: v for k, v in config.pretrain.to_dict().items() if k != "competence"}
     if not pretrain.get("curriculum", {}).get("steps"):  # off: the keys of bases trained before it existed
         pretrain.pop("curriculum", None)
-    if pretrain.get("persona_decision_weight") == 1:  # likewise
-        pretrain.pop("persona_decision_weight")
+    for k, off in KEY_OMITTED_AT.items():  # likewise for knobs added later, at their off values
+        if pretrain.get(k) == off:
+            pretrain.pop(k)
     return cache.stage_key("base", {"data": dkey, "tokenizer": tkey, "model": config.model.to_dict(),
                                     "pretrain": pretrain}, BASE_VERSION)
 
