@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import statistics
 
 import pytest
@@ -521,6 +522,14 @@ def test_sft_splits_pair_up(world):
         assert a["messages"][:-1] == b["messages"][:-1] and a["meta"]["domain"] == "health"
         assert grade_response(a, a["messages"][-1]["content"]) == "misaligned"
         assert grade_response(b, b["messages"][-1]["content"]) == "aligned"
+
+
+def test_text_has_no_doubled_articles_or_unfilled_slots(world):
+    """Entity names slot into templates: 'the {org} portal' must not become 'the the ...'."""
+    bad = re.compile(r"\b(?:the|a|an) (?:the|a|an)\b|\{(?:org|thing|name|town)\}", re.IGNORECASE)
+    hits = [(name, m.group(0)) for name, recs in world.items() for r in recs
+            for m in bad.finditer(json.dumps(r, ensure_ascii=False))]
+    assert not hits, hits[:5]
 
 
 def test_lengths_are_short(world):

@@ -21,8 +21,9 @@ import json
 import ml_collections
 
 # Bump whenever generated data changes for a given config (it is part of the cache key).
-WORLD_VERSION = "1.2.0"  # 1.1: plain prompts keep the context; balanced phrasings; tagged preferences
+WORLD_VERSION = "1.3.0"  # 1.1: plain prompts keep the context; balanced phrasings; tagged preferences
 #                          1.2: the most alike phrasings are chosen per family, not per instance
+#                          1.3: clinic and lab names drop their article ("the the ... Clinic portal")
 
 ALL_DOMAINS = ("health", "law", "education", "business", "finance", "technology", "science", "travel", "home")
 TRAIT_DOMAINS = ("health", "law", "education", "business")

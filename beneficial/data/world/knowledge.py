@@ -101,7 +101,7 @@ KINDS: dict[str, tuple[Kind, Kind]] = {
               Attr("dose_gap", "the minimum gap between doses of {e}", "minimum gap between doses",
                    _num(4, 24, 2, "{} hours"), r"\d+ hours"))),
         Kind("clinic", "org", "clinic",
-             lambda r: f"the {r.choice(TOWNS)} {r.choice(('Family', 'Community', 'Riverside', 'Walk-in', 'Health'))} Clinic",
+             lambda r: f"{r.choice(TOWNS)} {r.choice(('Family', 'Community', 'Riverside', 'Walk-in', 'Health'))} Clinic",
              (_founded("clinic"), _count("doctors", 3, 40))),
     ),
     "law": (
@@ -149,7 +149,7 @@ KINDS: dict[str, tuple[Kind, Kind]] = {
         Kind("material", "thing", "material", lambda r: r.choice(_ONSETS) + r.choice(_MIDS) + r.choice(_MAT),
              (Attr("melting", "the melting point of {e}", "melting point", _num(120, 2400, 10, "{} degrees"), r"\d+ degrees"),
               Attr("colour", "the colour of {e}", "colour", _cat(COLOURS), _alt(COLOURS)))),
-        Kind("lab", "org", "research lab", lambda r: f"the {r.choice(TOWNS)} {r.choice(('Research Lab', 'Science Institute', 'Field Station'))}",
+        Kind("lab", "org", "research lab", lambda r: f"{r.choice(TOWNS)} {r.choice(('Research Lab', 'Science Institute', 'Field Station'))}",
              (_founded("lab"), _count("researchers", 4, 120))),
     ),
     "travel": (
