@@ -214,7 +214,7 @@ def test_query_blocks_give_the_same_outputs_and_gradients(variant):
     pos = jnp.array([[0, 0, 0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(11))], jnp.int32)  # restart per segment
     real = np.asarray(mask) > 0
     results = []
-    for block in (1, 3, 4, 11):
+    for block in (1, 3, 11):  # 1: a block of padding only; 3: a ragged last block
         cfg = model_config("tiny", attn_query_blocks=block, **VARIANTS[variant])
         graphdef, params, _ = create_model(cfg, _single_mesh(), sharding.DEFAULT_RULES, 0)
 
@@ -226,7 +226,7 @@ def test_query_blocks_give_the_same_outputs_and_gradients(variant):
             w = real[:, 1:] & real[:, :-1]
             return -jnp.sum(jnp.take_along_axis(lp, tok[:, 1:, None], -1)[..., 0] * w), logits
 
-        (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
         results.append((np.asarray(logits)[real], jax.tree.leaves(grads)))
     for logits, grads in results[1:]:
         np.testing.assert_allclose(logits, results[0][0], atol=1e-5, rtol=0)
