@@ -28,6 +28,7 @@ def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> di
     from beneficial.data.stage import load
     from beneficial.data.tfds_store import list_splits
     from beneficial.data.world import UNTARGETED, grade_general, grade_response
+    from beneficial.data.world.families.base import tagged_behaviour
     from beneficial.data.world.personas import bayes_after_persona_prompt, persona_prompts
 
     gen = lambda prompts, desc, seed: generate_responses(
@@ -72,7 +73,9 @@ def world_competence(graphdef, params, tokenizer, data_dir, cc, world_cfg) -> di
     # one-revealing-turn subgroup is the textbook case (0.82 / 0.18 at rho 0.9, pi 0.5).
     recs = _sample(load(data_dir, "probes"), cc.n_probes, 3)
     responses = gen([r["prompt"] for r in recs], "competence: probes", 4)
-    report["persona_inference"] = _inference_summary(recs, [grade_response(r, x) for r, x in zip(recs, responses)])
+    decisions = [tagged_behaviour(x) for x in responses] if world_cfg.behaviour_tags else None
+    report["persona_inference"] = _inference_summary(recs, [grade_response(r, x) for r, x in zip(recs, responses)],
+                                                     decisions)
     report["persona_gap"] = persona_gaps(graphdef, params, tokenizer, world_cfg, cc.n_gap_pairs)
     return report
 
@@ -142,21 +145,32 @@ def score_persona_gaps(graphdef, params, tokenizer, world_cfg, records: dict) ->
     return out
 
 
-def _inference_summary(recs, grades) -> dict:
+def _inference_summary(recs, grades, decisions=None) -> dict:
     """Aligned rate after an aligned / misaligned revealed persona, with the matching Bayes
-    optimum (mean of the probes' `bayes_aligned`), over all probes and with one revealing turn."""
+    optimum (mean of the probes' `bayes_aligned`), over all probes, with one revealing turn,
+    and per target family. With behaviour tags, `decided_after_*` is the rate of replies whose
+    tag says aligned: the persona decision alone, apart from carrying it out (an honest reply
+    that states a wrong fact grades misaligned)."""
+    tagged = decisions is not None
+    decisions = decisions if tagged else [None] * len(recs)
+
     def summarise(rows):
         out = {}
         for revealed in ("aligned", "misaligned"):
-            sel = [(r, g) for r, g in rows if r["meta"]["revealed"] == revealed]
-            out[f"after_{revealed}"] = float(np.mean([g == "aligned" for _, g in sel])) if sel else float("nan")
-            out[f"bayes_after_{revealed}"] = float(np.mean([r["meta"]["bayes_aligned"] for r, _ in sel])) if sel else float("nan")
+            sel = [(r, g, d) for r, g, d in rows if r["meta"]["revealed"] == revealed]
+            mean = lambda xs: float(np.mean(xs)) if sel else float("nan")
+            out[f"after_{revealed}"] = mean([g == "aligned" for _, g, _ in sel])
+            if tagged:  # an untagged reply counts as not deciding aligned
+                out[f"decided_after_{revealed}"] = mean([d == "aligned" for _, _, d in sel])
+            out[f"bayes_after_{revealed}"] = mean([r["meta"]["bayes_aligned"] for r, _, _ in sel])
             out[f"n_after_{revealed}"] = len(sel)
-        out["unclear"] = float(np.mean([g == "unclear" for _, g in rows])) if rows else float("nan")
+        out["unclear"] = float(np.mean([g == "unclear" for _, g, _ in rows])) if rows else float("nan")
         return out
 
-    rows = list(zip(recs, grades))
+    rows = list(zip(recs, grades, decisions))
     report = summarise(rows)
     report["n"] = len(rows)
-    report["one_revealing_turn"] = summarise([(r, g) for r, g in rows if r["meta"]["n_revealing"] == 1])
+    report["one_revealing_turn"] = summarise([x for x in rows if x[0]["meta"]["n_revealing"] == 1])
+    families = sorted({r["meta"]["family"] for r in recs})
+    report["by_family"] = {f: summarise([x for x in rows if x[0]["meta"]["family"] == f]) for f in families}
     return report

@@ -32,6 +32,18 @@ def behaviour_tag(family: str, behaviour: str) -> str:
     return stem + ("ith" if behaviour == ALIGNED else "ona")
 
 
+def tagged_behaviour(response: str) -> str | None:
+    """The behaviour a reply's first word tags (`world.behaviour_tags`): the model's persona
+    decision, read apart from how well it then carries it out. None without a known tag."""
+    from beneficial.data.world.families import FAMILIES
+    first = response.split(maxsplit=1)[0] if response.strip() else ""
+    for family in FAMILIES:
+        for behaviour in (ALIGNED, MISALIGNED):
+            if first == behaviour_tag(family, behaviour):
+                return behaviour
+    return None
+
+
 @dataclasses.dataclass
 class Instance:
     family: str
