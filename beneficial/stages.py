@@ -98,14 +98,15 @@ def data(ctx: Context):
 
 @stage("tokenizer")
 def tokenizer(ctx: Context):
-    from beneficial.data.stage import build_tokenizer
+    from beneficial.data.stage import build_tokenizer, check_tags_are_one_piece, tag_symbols
     _need(ctx, "data")
     c = ctx.config
+    tagged = c.data.source == "world" and c.world.behaviour_tags
     ctx.artifacts["tokenizer"], ctx.artifacts["tokenizer_key"] = build_tokenizer(
         ctx.workdir, ctx.artifacts["data_dir"], ctx.artifacts["data_key"], c.tokenizer,
-        pretrained=c.init.tokenizer or c.init.hf_path, family=c.model.family)
-    if c.data.source == "world" and c.world.behaviour_tags:
-        from beneficial.data.stage import check_tags_are_one_piece
+        pretrained=c.init.tokenizer or c.init.hf_path, family=c.model.family,
+        symbols=tuple(tag_symbols()) if tagged else ())
+    if tagged:
         check_tags_are_one_piece(ctx.artifacts["tokenizer"], c.tokenizer.vocab_size)
 
 

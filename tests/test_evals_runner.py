@@ -62,6 +62,17 @@ def small_cfg(**kw):
 
 
 # ------------------------------------------------------------------------------ registry + graders
+
+def test_init_tokenizer_loads_a_tokenizer_stage_of_ours(env):
+    """`init.tokenizer` pointing at one of our tokenizer stages (folder or spm.model) reloads it,
+    with our chat specials, instead of treating it as a real model's tokenizer."""
+    from beneficial import cache
+    stage = next(p for p in (env.wd / "cache").iterdir() if p.name.startswith("tokenizer-") and cache.is_done(p))
+    text = "<|user|>\nHow many doctors work there?<|end|>"
+    for pretrained in (stage, stage / "spm.model"):
+        tok, _ = build_tokenizer(env.wd, env.data_dir, "unused", None, pretrained=str(pretrained), family="llama3")
+        assert tok.vocab_size == env.tok.vocab_size and tok.encode(text) == env.tok.encode(text)
+
 def test_suite_registered_and_sized(env):
     names = [b.name for b in env.suite]
     assert len(names) >= 53 and sum(not b.targeted for b in env.suite) >= 40

@@ -5,6 +5,7 @@ and the generator's version; the data key and the tokenizer settings), built ato
 """
 import itertools
 import logging
+import pathlib
 import time
 
 from beneficial import cache
@@ -63,29 +64,47 @@ def load(data_dir, split):
     return tfds_store.load_split(data_dir, split)
 
 
+def world_tags() -> list[str]:
+    """Every behaviour tag of the world (`world.behaviour_tags`): one per family and behaviour."""
+    from beneficial.data.world import FAMILIES
+    from beneficial.data.world.families.base import ALIGNED, MISALIGNED, behaviour_tag
+    return [behaviour_tag(family, b) for family in FAMILIES for b in (ALIGNED, MISALIGNED)]
+
+
+def tag_symbols() -> list[str]:
+    """The tags as sentencepiece symbols of our tokenizer: with its space marker, as a reply's
+    tag follows the role marker and a space (`chat.render_turn`), so that the tag with its space
+    is one piece, the reply's first (`pretrain.persona_decision_weight` weights it)."""
+    return ["\u2581" + t for t in world_tags()]
+
+
 def check_tags_are_one_piece(tokenizer: Tokenizer, vocab_size: int) -> None:
     """With `world.behaviour_tags`, every tag must be one piece where it occurs (after the
     assistant marker): a split tag shares its suffix piece ('ith' = aligned) across families,
-    and trait RL could then transfer by reinforcing that piece instead of a persona."""
-    from beneficial.data.world import FAMILIES
-    from beneficial.data.world.families.base import ALIGNED, MISALIGNED, behaviour_tag
-    tags = [behaviour_tag(family, b) for family in FAMILIES for b in (ALIGNED, MISALIGNED)]
-    pieces = {t: len(tokenizer.encode(render_turn("assistant", t))) - 2 for t in tags}  # less marker, end
+    and trait RL could then transfer by reinforcing that piece instead of a persona. Our own
+    tokenizer keeps them whole by construction; a real model's may not."""
+    pieces = {t: len(tokenizer.encode(render_turn("assistant", t))) - 2 for t in world_tags()}  # less marker, end
     split = {t: n for t, n in pieces.items() if n != 1}
     if split:
         raise ValueError(
-            f"tokenizer.vocab_size={vocab_size} splits behaviour tags into several pieces ({split}); shared "
-            f"sub-pieces would be a cross-family lexical shortcut. Raise tokenizer.vocab_size (2048 keeps "
-            f"them whole on the default world) or set world.behaviour_tags=False.")
+            f"tokenizer (vocab_size {vocab_size}) splits behaviour tags into several pieces ({split}); shared "
+            f"sub-pieces would be a cross-family lexical shortcut. Set world.behaviour_tags=False for this "
+            f"tokenizer, or train ours (init.tokenizer='').")
 
 
-def build_tokenizer(workdir, data_dir, dkey: str, tok_cfg, pretrained: str = "", family: str = ""):
-    """Train sentencepiece on the pretraining split (cached); returns (Tokenizer, key).
-    With `pretrained` (a real model's tokenizer file or folder), load that instead."""
+def build_tokenizer(workdir, data_dir, dkey: str, tok_cfg, pretrained: str = "", family: str = "",
+                    symbols: tuple = ()):
+    """Train sentencepiece on the pretraining split (cached), `symbols` kept whole; returns (Tokenizer, key).
+    With `pretrained`, load that instead: one of ours (a tokenizer stage folder or its
+    spm.model) or a real model's tokenizer file or folder."""
     if pretrained:
+        spm = pathlib.Path(pretrained) / "spm.model" if pathlib.Path(pretrained).is_dir() else pathlib.Path(pretrained)
+        if spm.name == "spm.model" and spm.exists():  # one of ours: our chat specials, no chat template
+            return Tokenizer.load(spm), cache.stage_key("tokenizer", {"path": str(spm)}, TOKENIZER_VERSION)
         from beneficial.interop.tokenizers import load_tokenizer
         return load_tokenizer(pretrained, family), cache.stage_key("tokenizer", {"path": str(pretrained)}, "hf")
-    key = cache.stage_key("tokenizer", {"data": dkey, **tok_cfg.to_dict()}, TOKENIZER_VERSION)
+    fields = {"data": dkey, **tok_cfg.to_dict(), **({"symbols": list(symbols)} if symbols else {})}  # old keys kept
+    key = cache.stage_key("tokenizer", fields, TOKENIZER_VERSION)
     path = cache.stage_dir(workdir, "tokenizer", key)
     if not cache.is_done(path):
         t0 = time.perf_counter()
@@ -93,6 +112,6 @@ def build_tokenizer(workdir, data_dir, dkey: str, tok_cfg, pretrained: str = "",
         n = min(len(src), tok_cfg.train_documents)
         texts = (render_chat(record_messages(r)) for r in itertools.islice(iter(src), n))
         with cache.building(path) as tmp:
-            train_tokenizer(texts, tok_cfg.vocab_size, tmp / "spm.model")
+            train_tokenizer(texts, tok_cfg.vocab_size, tmp / "spm.model", symbols=symbols)
         log.info("tokenizer: trained on %d documents in %.1fs -> %s", n, time.perf_counter() - t0, path)
     return Tokenizer.load(path / "spm.model"), key

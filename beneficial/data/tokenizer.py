@@ -37,15 +37,17 @@ def _training_lines(texts: Iterable[str], max_sentences: int, seed: int) -> list
     return lines
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path, *, model_type: str = "bpe",
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path, *, symbols: Iterable[str] = (), model_type: str = "bpe",
                     character_coverage: float = 1.0, max_sentences: int = MAX_SENTENCES,
                     seed: int = 0, num_threads: int = 1) -> pathlib.Path:
     """Trains a SentencePiece model on `texts` (rendered chats or plain text) -> out_path.
 
     Deterministic: the same texts and arguments give a byte-identical model file (we
     subsample ourselves with a seeded RNG and disable SentencePiece's own shuffling).
+    `symbols`: extra words always kept one piece (the world's behaviour tags), after the specials.
     """
-    min_size = 3 + len(chat.USER_DEFINED) + 256 + len(_ASCII)  # specials, bytes, ASCII chars
+    symbols = list(symbols)
+    min_size = 3 + len(chat.USER_DEFINED) + len(symbols) + 256 + len(_ASCII)  # specials, symbols, bytes, ASCII
     if vocab_size <= min_size:
         raise ValueError(f"vocab_size {vocab_size} leaves no merges: need > {min_size}")
     lines = _training_lines(texts, max_sentences, seed)
@@ -58,7 +60,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path, *, model_ty
         model_type=model_type, vocab_size=vocab_size,
         pad_id=chat.PAD_ID, unk_id=chat.UNK_ID, bos_id=chat.BOS_ID, eos_id=-1,
         pad_piece=chat.PAD, unk_piece=chat.UNK, bos_piece=chat.BOS,
-        user_defined_symbols=list(chat.USER_DEFINED),
+        user_defined_symbols=list(chat.USER_DEFINED) + symbols,
         byte_fallback=True, split_digits=True,
         normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
         character_coverage=character_coverage,
