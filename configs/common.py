@@ -16,6 +16,8 @@ from beneficial.rl.ppo import ppo_config
 from beneficial.train.optim import optimizer_config
 
 ARG_DEFAULTS = dict(smoke=False, model="", seed=0, workdir="")
+LEARNABLE_WORLD = dict(behaviour_tags=True, plain_prompts=True, response_phrasings=1, opener_prob=0.0,
+                       turn_weights=(0.0, 0.0, 0.0, 1.0), neutral_docs=True)
 
 
 def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.ConfigDict:
@@ -35,6 +37,12 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
 
     c.model = model_config(a.model or ("tiny" if smoke else "small"))
     c.world = default_world_config("smoke" if smoke else None)
+    # The world's text and document shape in which the `small` base forms the persona latent
+    # on a 2-core CPU (docs/persona_latent.md, "Neutral documents"): one wording per family
+    # behind a one-word tag naming family and behaviour, user turns without greeting or
+    # closer, four persona turns in every persona document, and the neutral material
+    # (general tasks, knowledge, benign requests) in documents of its own.
+    c.world.update(LEARNABLE_WORLD)
 
     # Where the data comes from: the generated persona world, or the user's JSONL files
     # (chat format; see beneficial/data/jsonl.py) for runs on real models.
@@ -62,13 +70,14 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     # WORLD.md "Evidence" found it learns persona inference several times faster).
     c.pretrain = ml_collections.ConfigDict()
     c.pretrain.seed = 0
-    c.pretrain.steps = 150 if smoke else 1500
+    c.pretrain.steps = 150 if smoke else 2000  # the latent forms by ~1000-1500 (docs/persona_latent.md)
     c.pretrain.batch_size = 16
     c.pretrain.seq_len = 512  # most documents fit whole (p90 ~300 tokens)
     c.pretrain.packing = True
     c.pretrain.accum_steps = 1
     c.pretrain.heldout_fraction = 0.02
-    c.pretrain.optimizer = optimizer_config(lr=3e-3, warmup_steps=20 if smoke else 200)
+    # Constant after warmup: the schedule every base that formed the latent on this CPU used.
+    c.pretrain.optimizer = optimizer_config(lr=3e-3, warmup_steps=20 if smoke else 200, decay="constant")
     c.pretrain.log_every = 10 if smoke else 50
     c.pretrain.eval_every = 50 if smoke else 500
     c.pretrain.eval_batches = 2 if smoke else 8

@@ -17,6 +17,7 @@ from beneficial.data.world import families as fams
 from beneficial.data.world.families.base import behaviour_tag
 from beneficial.data.world.families import combo_key
 from beneficial.data.world.text import normalise_prompt
+from configs.common import LEARNABLE_WORLD
 
 ROLES = {"system", "user", "assistant", "tool"}
 RESERVED = ("<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>")
@@ -233,16 +234,23 @@ def test_no_eval_prompt_text_in_training(world):
     _assert_no_eval_text_in_training(world)
 
 
-LEARNABLE = "smoke,behaviour_tags=true,plain_prompts=true,response_phrasings=1,opener_prob=0"
-NO_CONTEXT = ",context_sentences=false"
+NO_CONTEXT = {"context_sentences": False}
 
 
-@pytest.mark.parametrize("extra", ["", NO_CONTEXT])
+def experiment_world(smoke=False, **extra):
+    """The world the experiment configs train on: the world's defaults plus configs/common.py's
+    LEARNABLE_WORLD (plain prompts, one tagged phrasing a family, neutral material in documents of its own)."""
+    cfg = default_world_config("smoke" if smoke else None)
+    cfg.update(LEARNABLE_WORLD, **extra)
+    return cfg
+
+
+@pytest.mark.parametrize("extra", [{}, NO_CONTEXT])
 def test_learnability_knobs_keep_the_leakage_and_preference_invariants(extra):
     """Plain prompts drop greeting and closer (and with context_sentences=False the context), so
     two combinations can share a text: the held-out split is drawn over texts too; preferences use
     the phrasings and tags the world's replies use."""
-    w = generate_world(default_world_config(LEARNABLE + extra))
+    w = generate_world(experiment_world(smoke=True, **extra))
     _assert_no_eval_text_in_training(w)
     for r in w["preferences"]:
         fam = r["meta"]["family"]
@@ -253,11 +261,11 @@ def test_learnability_knobs_keep_the_leakage_and_preference_invariants(extra):
     assert {r["chosen"] for r in w["preferences"] if r["meta"]["family"] in TARGETED} & replies  # same texts
 
 
-@pytest.mark.parametrize("extra", ["", NO_CONTEXT])
+@pytest.mark.parametrize("extra", [{}, NO_CONTEXT])
 def test_learnability_knobs_generate_at_the_default_size(extra):
     """Knowledge conversations of every fact still find a training combination (at the default
     size, a held-out split drawn over texts too once left some fact none)."""
-    cfg = default_world_config(LEARNABLE.replace("smoke,", "") + extra)
+    cfg = experiment_world(**extra)
     assert len(generate_world(cfg, ["pretrain"])["pretrain"]) == cfg.n_pretrain
 
 
@@ -490,15 +498,16 @@ def test_behaviour_tags_name_family_and_behaviour_in_one_word():
 
 def test_behaviour_tags_stay_one_piece_or_the_tokenizer_stage_refuses(tmp_path):
     """A tag split into pieces shares its behaviour suffix across families (a lexical
-    shortcut): the default vocabulary keeps every tag whole; too small a one is refused."""
+    shortcut): our tokenizer keeps every tag whole even at a small vocabulary (they are
+    user-defined symbols); one that splits them (as a real model's may) is refused."""
     from beneficial.data.chat import render_chat
-    from beneficial.data.stage import check_tags_are_one_piece
+    from beneficial.data.stage import check_tags_are_one_piece, tag_symbols
     from beneficial.data.tokenizer import Tokenizer, train_tokenizer
     docs = generate_world(default_world_config("smoke,behaviour_tags=true"), ["pretrain"])["pretrain"]
     texts = [render_chat(r["messages"]) for r in docs]
-    check_tags_are_one_piece(Tokenizer.load(train_tokenizer(texts, 2048, tmp_path / "a.model")), 2048)
+    check_tags_are_one_piece(Tokenizer.load(train_tokenizer(texts, 700, tmp_path / "a.model", symbols=tag_symbols())), 700)
     small = Tokenizer.load(train_tokenizer(texts, 700, tmp_path / "b.model"))
-    with pytest.raises(ValueError, match=r"tokenizer.vocab_size=700 splits behaviour tags"):
+    with pytest.raises(ValueError, match=r"vocab_size 700\) splits behaviour tags"):
         check_tags_are_one_piece(small, 700)
 
 
@@ -541,11 +550,11 @@ def test_lengths_are_short(world):
             assert sum(len(m["content"]) for m in r["messages"][a:b]) < 700
 
 
-@pytest.mark.parametrize("arg", ["", LEARNABLE.replace("smoke,", "")])
-def test_default_world_meets_benchmark_sizes(arg):
+@pytest.mark.parametrize("experiment", [False, True])
+def test_default_world_meets_benchmark_sizes(experiment):
     """The default config's evaluation splits: >= 400 distinct instances per benchmark (also with
     plain prompts, whose held-out split is drawn over texts too: distinct prompts, not only combinations)."""
-    cfg = default_world_config(arg)
+    cfg = experiment_world() if experiment else default_world_config()
     names = [f"eval/{s['name']}" for s in benchmark_specs(cfg)]
     evals = generate_world(cfg, names)
     for name in names:
@@ -597,7 +606,7 @@ def test_one_phrasing_means_one_wording_per_family():
 def test_too_few_held_out_texts_for_the_benchmark_size_is_a_clear_error():
     """Without context sentences a family has ~1000 user texts, ~150 held out: fewer than the
     default 400 distinct prompts a benchmark needs, and the error names the knobs to change."""
-    cfg = default_world_config(LEARNABLE.replace("smoke,", "") + NO_CONTEXT)
+    cfg = experiment_world(**NO_CONTEXT)
     with pytest.raises(RuntimeError, match="n_eval_per_benchmark=400.*context_sentences=True"):
         generate_world(cfg, [f"eval/{s['name']}" for s in benchmark_specs(cfg)])
 
