@@ -5,7 +5,7 @@
 For each family of the `:smoke` world with these knobs (30 instances per domain, pack A): the total
 variation between the opening words of aligned and misaligned replies (after the behaviour tag) and
 the ratio of their mean lengths, the two look-alike measures that
-`tests/test_world_grading.py::test_aligned_and_misaligned_look_alike` bounds (< 0.4; 0.74-1.36), and
+`tests/test_world_grading.py::test_aligned_and_misaligned_look_alike` bounds (< 0.4; 1/1.4-1.4), and
 with `response_phrasings=1` how many instances drew each phrasing (one wording per behaviour means
 one phrasing per family, or per template in the agentic families).
 """
