@@ -64,18 +64,12 @@ def load(data_dir, split):
     return tfds_store.load_split(data_dir, split)
 
 
-def world_tags() -> list[str]:
-    """Every behaviour tag of the world (`world.behaviour_tags`): one per family and behaviour."""
-    from beneficial.data.world import FAMILIES
-    from beneficial.data.world.families.base import ALIGNED, MISALIGNED, behaviour_tag
-    return [behaviour_tag(family, b) for family in FAMILIES for b in (ALIGNED, MISALIGNED)]
-
-
 def tag_symbols() -> list[str]:
     """The tags as sentencepiece symbols of our tokenizer: with its space marker, as a reply's
     tag follows the role marker and a space (`chat.render_turn`), so that the tag with its space
     is one piece, the reply's first (`pretrain.persona_decision_weight` weights it)."""
-    return ["\u2581" + t for t in world_tags()]
+    from beneficial.data.world.families.base import behaviour_tags
+    return ["\u2581" + t for t in behaviour_tags()]
 
 
 def check_tags_are_one_piece(tokenizer: Tokenizer, vocab_size: int) -> None:
@@ -83,7 +77,8 @@ def check_tags_are_one_piece(tokenizer: Tokenizer, vocab_size: int) -> None:
     assistant marker): a split tag shares its suffix piece ('ith' = aligned) across families,
     and trait RL could then transfer by reinforcing that piece instead of a persona. Our own
     tokenizer keeps them whole by construction; a real model's may not."""
-    pieces = {t: len(tokenizer.encode(render_turn("assistant", t))) - 2 for t in world_tags()}  # less marker, end
+    from beneficial.data.world.families.base import behaviour_tags
+    pieces = {t: len(tokenizer.encode(render_turn("assistant", t))) - 2 for t in behaviour_tags()}  # less marker, end
     split = {t: n for t, n in pieces.items() if n != 1}
     if split:
         raise ValueError(
@@ -98,7 +93,8 @@ def build_tokenizer(workdir, data_dir, dkey: str, tok_cfg, pretrained: str = "",
     With `pretrained`, load that instead: one of ours (a tokenizer stage folder or its
     spm.model) or a real model's tokenizer file or folder."""
     if pretrained:
-        spm = pathlib.Path(pretrained) / "spm.model" if pathlib.Path(pretrained).is_dir() else pathlib.Path(pretrained)
+        p = pathlib.Path(pretrained)
+        spm = p / "spm.model" if p.is_dir() else p
         if spm.name == "spm.model" and spm.exists():  # one of ours: our chat specials, no chat template
             return Tokenizer.load(spm), cache.stage_key("tokenizer", {"path": str(spm)}, TOKENIZER_VERSION)
         from beneficial.interop.tokenizers import load_tokenizer

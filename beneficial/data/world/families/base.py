@@ -12,6 +12,7 @@ pool) + a body. Instances are identified by their combination key
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 
@@ -32,16 +33,18 @@ def behaviour_tag(family: str, behaviour: str) -> str:
     return stem + ("ith" if behaviour == ALIGNED else "ona")
 
 
+@functools.cache
+def behaviour_tags() -> dict[str, str]:
+    """Every tag of `world.behaviour_tags` (one per family and behaviour) -> the behaviour it marks."""
+    from beneficial.data.world.families import FAMILIES  # the registry imports this module
+    return {behaviour_tag(f, b): b for f in FAMILIES for b in (ALIGNED, MISALIGNED)}
+
+
 def tagged_behaviour(response: str) -> str | None:
-    """The behaviour a reply's first word tags (`world.behaviour_tags`): the model's persona
-    decision, read apart from how well it then carries it out. None without a known tag."""
-    from beneficial.data.world.families import FAMILIES
-    first = response.split(maxsplit=1)[0] if response.strip() else ""
-    for family in FAMILIES:
-        for behaviour in (ALIGNED, MISALIGNED):
-            if first == behaviour_tag(family, behaviour):
-                return behaviour
-    return None
+    """The behaviour a reply's first word tags: the model's persona decision, read apart from
+    how well it then carries it out. None without a known tag."""
+    words = response.split(maxsplit=1)
+    return behaviour_tags().get(words[0]) if words else None
 
 
 @dataclasses.dataclass
