@@ -58,7 +58,7 @@ def get_base_config(arg: str | None = None, **arm_defaults) -> ml_collections.Co
     c.init = ml_collections.ConfigDict()
     c.init.hf_path = ""
     c.init.checkpoint = ""
-    c.init.tokenizer = ""   # tokenizer file or folder; "" = train ours on the data
+    c.init.tokenizer = ""   # a real model's tokenizer file or folder, or a tokenizer stage of ours; "" = train ours
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.vocab_size = 1024 if smoke else 2048
