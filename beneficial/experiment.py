@@ -41,13 +41,16 @@ ARM_FIELDS = ("trait_fraction", "special_source", "traits", "trait_domains")
 
 # ----------------------------------------------------------------------------- the plan
 def arm_table(exp) -> dict:
-    """{arm: its rl overrides}: the configured arms, or the fraction sweep when set."""
+    """{arm: its rl overrides}: the configured arms, or the fraction sweep when set
+    (with its placebo twins 'placebo_<f>': the same slots filled with placebo prompts)."""
     if len(exp.fractions):
         base = exp.arms.treatment.to_dict() if "treatment" in exp.arms else {}
         out = {}
         for f in exp.fractions:
             name = "baseline" if float(f) == 0.0 else f"fraction_{float(f):g}"
             out[name] = dict(base, trait_fraction=float(f), special_source="traits")
+        for f in exp.placebo_fractions:
+            out[f"placebo_{float(f):g}"] = dict(base, trait_fraction=float(f), special_source="placebo")
         return out
     return {name: exp.arms[name].to_dict() for name in exp.arms}
 
@@ -82,6 +85,10 @@ def validate_experiment(config) -> None:
     for f in exp.fractions:
         if not 0.0 <= float(f) <= 1.0:
             raise ValueError(f"config.experiment.fractions contains {f}; fractions must lie in [0, 1]")
+    for f in exp.placebo_fractions:
+        if not 0.0 < float(f) <= 1.0 or not len(exp.fractions):
+            raise ValueError(f"config.experiment.placebo_fractions contains {f}; placebo fractions must lie in (0, 1] "
+                             f"and go with a fraction sweep (set config.experiment.fractions, e.g. '(0,{f})')")
     arms = arm_table(exp)
     if not arms:
         raise ValueError("config.experiment.arms is empty; name at least one arm (e.g. 'baseline')")

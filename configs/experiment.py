@@ -7,6 +7,8 @@ latent, and the comparison report in <workdir>/report/.
     python launch/main.py --config=configs/experiment.py:smoke                 # all of it, tiny
     python launch/main.py --config=configs/experiment.py --config.experiment.fractions='(0,0.01,0.05,0.2)'
     python launch/main.py --config=configs/experiment.py --config.experiment.seeds=5
+    python launch/main.py --config=configs/experiment.py --config.experiment.fractions='(0,1.0)' \
+        --config.experiment.placebo_fractions='(1.0,)'                   # + placebo at the same fraction
 
 Interrupt it at any moment (Ctrl-C, SIGTERM, kill -9) and rerun the same command: shared
 stages are cached, each arm-seed resumes from its last checkpoint, finished evaluations
@@ -50,6 +52,8 @@ def get_config(arg=None):
     # A trait-fraction sweep replaces the arms: fraction 0 is 'baseline', the others
     # 'fraction_<f>' (treatment with that fraction). () = the arms above.
     e.fractions = ()
+    # With a sweep: placebo arms 'placebo_<f>' at these fractions (trait content vs any conversation data).
+    e.placebo_fractions = ()
     e.seeds = 2 if a.smoke else 3          # RL seeds per arm (paired across arms)
     e.base_seeds = 1                       # bases (and reward models) trained; RL seed k uses base k % base_seeds
     # The mechanism control: the same pair in a world whose personas do not carry across

@@ -134,8 +134,12 @@ def test_experiment_plan_and_bad_values_name_the_field():
     c.experiment.fractions = (0.0, 0.2)
     assert arm_table(c.experiment) == {"baseline": dict(arm_table(c.experiment)["baseline"], trait_fraction=0.0),
                                        "fraction_0.2": dict(arm_table(c.experiment)["baseline"], trait_fraction=0.2)}
+    c.experiment.placebo_fractions = (0.2,)
+    assert arm_table(c.experiment)["placebo_0.2"] == dict(arm_table(c.experiment)["baseline"], trait_fraction=0.2,
+                                                          special_source="placebo")
     for field, value, match in (("fractions", (0.0, 1.5), "fractions contains 1.5"),
                                 ("curve_iterations", (99,), "curve_iterations has \\[99\\]"),
+                                ("placebo_fractions", (0.0,), "placebo_fractions contains 0.0"),
                                 ("base_seeds", 5, "base_seeds=5")):
         bad = get_config("smoke")
         bad.experiment[field] = value
