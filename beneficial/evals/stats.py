@@ -207,11 +207,13 @@ def linear_contrast(blocks: Sequence[Sequence[tuple]]) -> Estimate:
         var = var + v_inst
         df_den = df_den + v_inst * v_inst / (n_block - 1)
     n_multi = 0
+    min_seed_df = np.inf
     for key, m in seed_parts.items():
         k = seed_k[key]
         if k < 2:
             continue
         n_multi += 1
+        min_seed_df = min(min_seed_df, k - 1)
         v = np.var(m, axis=-1, ddof=1) / k
         excess = v - seed_noise[key]
         pos = excess > 0
@@ -219,6 +221,10 @@ def linear_contrast(blocks: Sequence[Sequence[tuple]]) -> Estimate:
         df_den = df_den + np.where(pos, v * v / (k - 1) + seed_noise_den[key], 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         df = np.where(df_den > 0, var * var / np.where(df_den > 0, df_den, 1.0), np.inf)
+    # A small positive-part seed component enters var as a difference of mean squares but df_den
+    # with both of them, so Satterthwaite's df can fall far below 1 (a t quantile in the hundreds);
+    # no term has fewer than min(k) - 1 df, so floor there.
+    df = np.maximum(df, min_seed_df) if n_multi else df
     if n_multi == 0:
         method = "instance_normal"  # every seed set has a single seed: paired instance-level interval
         df = np.full(np.shape(df), np.inf) if np.ndim(df) else np.inf
